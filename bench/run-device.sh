@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build, run the tests (GPU ones included), compute-sanitizer
+# over the GPU tests, then vecattn-bench and the torch SDPA anchors on the same shapes, and
+# print a short table last. Logs and CSVs go to $OUT (the device tool brings them back).
+#
+#   source .deps/use-deps.sh && bash bench/run-device.sh            # everything
+#   STEPS="build bench" BENCH_SEQS=16384,32768 bash bench/run-device.sh
+#
+# Knobs: STEPS (build test sanitize bench), BENCH_SEQS, BENCH_SPARSITY, BENCH_SHAPES
+# (";"-separated vecattn-bench flag sets), SAMPLES.
+set -uo pipefail
+OUT=${OUT:-/tmp/vecattn-out}
+STEPS=${STEPS:-"build test sanitize bench"}
+BENCH_SEQS=${BENCH_SEQS:-16384,32768}
+BENCH_SPARSITY=${BENCH_SPARSITY:-0.8}
+BENCH_SHAPES=${BENCH_SHAPES:-"--causal;--non-causal"}
+SAMPLES=${SAMPLES:-15}
+BUILD=build-device
+mkdir -p "$OUT"
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+status=0
+
+if has build; then
+    cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" 2>&1 &&
+        cmake --build $BUILD >>"$OUT/cmake.log" 2>&1 || { tail -40 "$OUT/cmake.log"; exit 1; }
+    echo "build: ok"
+fi
+
+if has test; then
+    ctest --test-dir $BUILD --output-on-failure -j 8 >"$OUT/ctest.log" 2>&1 || status=1
+    grep -E "tests passed|tests failed|Failed|\*\*\*|Not Run|Skipped" "$OUT/ctest.log" | tail -20
+fi
+
+if has sanitize; then
+    for t in test_gpu_select test_gpu_attention; do
+        exe=$(find $BUILD -name $t -type f | head -1)
+        [ -n "$exe" ] || continue
+        VECATTN_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 9 "$exe" >"$OUT/sanitizer-$t.log" 2>&1
+        rc=$?
+        echo "compute-sanitizer memcheck $t: rc=$rc ($(grep -E 'ERROR SUMMARY' "$OUT/sanitizer-$t.log" | tail -1))"
+        [ $rc -eq 0 ] || status=1
+    done
+fi
+
+if has bench; then
+    csv="$OUT/bench.csv"
+    IFS=';' read -ra shapes <<<"$BENCH_SHAPES"
+    for shape in "${shapes[@]}"; do
+        causal_flag=""
+        [[ "$shape" == *"--non-causal"* ]] || causal_flag="--causal"
+        # shellcheck disable=SC2086
+        $BUILD/vecattn-bench --seq "$BENCH_SEQS" --sparsity "$BENCH_SPARSITY" --samples "$SAMPLES" --csv "$csv" $shape \
+            >>"$OUT/bench.log" 2>&1 || { status=1; tail -5 "$OUT/bench.log"; }
+        heads=$(sed -n 's/.*--heads \([0-9]*\).*/\1/p' <<<"$shape"); heads=${heads:-32}
+        hkv=$(sed -n 's/.*--heads-kv \([0-9]*\).*/\1/p' <<<"$shape"); hkv=${hkv:-$heads}
+        dim=$(sed -n 's/.*--head-dim \([0-9]*\).*/\1/p' <<<"$shape"); dim=${dim:-128}
+        # shellcheck disable=SC2086
+        python3 bench/anchors.py --seq "$BENCH_SEQS" --heads "$heads" --heads-kv "$hkv" --head-dim "$dim" \
+            --samples "$SAMPLES" --csv "$csv" $causal_flag >>"$OUT/bench.log" 2>&1 || { status=1; tail -5 "$OUT/bench.log"; }
+    done
+    echo
+    cat "$OUT/bench.log"
+fi
+exit $status

@@ -1,0 +1,81 @@
+/*
+** codegen.h -- from a kernel specification to CUDA C++ source text.
+**
+** A vecattn_kernel_spec names everything a generated module is specialised for. The
+** generator emits a self-describing source: a banner (vecattn version, template hashes,
+** every parameter, the cache key), a constexpr prelude, the embedded templates behind
+** #line directives, and one explicit instantiation per entry point. The same spec always
+** gives byte-identical source and NVRTC options, hence the same content hash.
+*/
+#ifndef VECATTN_CODEGEN_H
+#define VECATTN_CODEGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vecattn.h"
+
+typedef enum va_kernel_kind {
+    VA_KERNEL_SELECT = 0,     /* entry points: select_count, select_fill, scan */
+    VA_KERNEL_ATTENTION = 1   /* entry point: attention */
+} va_kernel_kind;
+
+typedef struct va_kernel_spec {
+    va_kernel_kind kind;
+    int arch;                 /* compute capability * 10: 80, 86, 89, 90 (compiled as sm_90a) */
+    vecattn_dtype dtype;
+    int head_dim;             /* 64 or 128 */
+    int causal;
+    int pq, bk, gk;           /* semantic blocking (selection uses all, attention uses pq) */
+    /* selection tiles */
+    int select_rows;          /* pooled query rows per CTA: 8, 16 or 32 */
+    /* attention tiles */
+    int block_m;              /* query rows per CTA: 16 * warps, divides pq */
+    int block_n;              /* keys per inner step: 32 or 64 */
+} va_kernel_spec;
+
+/* Generated module: owned strings, freed with va_generated_free(). */
+typedef struct va_generated {
+    char *source;             /* NUL-terminated CUDA C++ */
+    char *name;               /* readable module name, e.g. attn_d128_pq64_bm64_bn64_causal1_bf16_sm90a */
+    char *options[8];         /* NVRTC options, NULL-terminated */
+    int n_options;
+    uint64_t hash;            /* FNV-1a 64 over source and options */
+} va_generated;
+
+/* Spec defaults for a problem: the built-in heuristic tile configuration. */
+void va_spec_default_select(va_kernel_spec *spec, int arch, vecattn_dtype dtype, int head_dim,
+                            int causal, int pq, int bk, int gk);
+void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dtype,
+                               int head_dim, int causal, int pq);
+
+/* VECATTN_OK, or VECATTN_E_CODEGEN with a reason in msg. */
+vecattn_status va_spec_validate(const va_kernel_spec *spec, char *msg, size_t msg_size);
+
+/* Generate. VECATTN_E_CODEGEN for an invalid spec, VECATTN_E_NOMEM. */
+vecattn_status va_generate(const va_kernel_spec *spec, va_generated *out, char *msg,
+                           size_t msg_size);
+void va_generated_free(va_generated *gen);
+
+/* Dynamic shared memory bytes and threads per CTA of an entry point of a spec. */
+int va_spec_threads(const va_kernel_spec *spec);
+size_t va_spec_smem_bytes(const va_kernel_spec *spec);
+
+/* The "sm_90a"-style target name for an arch number. */
+const char *va_arch_target(int arch);
+
+/* FNV-1a 64-bit, chainable: pass the previous result as `h` (start with VA_FNV_OFFSET). */
+#define VA_FNV_OFFSET 0xcbf29ce484222325ull
+uint64_t va_fnv1a(uint64_t h, const void *data, size_t len);
+
+/* Embedded template files (generated at build time from templates/). */
+typedef struct va_template_file {
+    const char *name;         /* e.g. "select.cuh" */
+    const char *text;
+    size_t length;
+} va_template_file;
+const va_template_file *va_template_find(const char *name);
+extern const va_template_file va_templates[];
+extern const int va_template_count;
+
+#endif /* VECATTN_CODEGEN_H */

@@ -1,0 +1,125 @@
+/*
+** spec.c -- kernel specifications: built-in defaults, validation, launch shapes.
+** The numbers here must agree with the templates (SelectShape, AttnShape).
+*/
+#include <stdio.h>
+
+#include "codegen/codegen.h"
+
+enum { SELECT_THREADS = 128 };
+
+static int is_pow2_between(int x, int lo, int hi) {
+    return x >= lo && x <= hi && (x & (x - 1)) == 0;
+}
+
+void va_spec_default_select(va_kernel_spec *spec, int arch, vecattn_dtype dtype, int head_dim,
+                            int causal, int pq, int bk, int gk) {
+    *spec = (va_kernel_spec){0};
+    spec->kind = VA_KERNEL_SELECT;
+    spec->arch = arch;
+    spec->dtype = dtype;
+    spec->head_dim = head_dim;
+    spec->causal = causal ? 1 : 0;
+    spec->pq = pq;
+    spec->bk = bk;
+    spec->gk = gk;
+    spec->select_rows = 16;
+}
+
+void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dtype, int head_dim,
+                               int causal, int pq) {
+    *spec = (va_kernel_spec){0};
+    spec->kind = VA_KERNEL_ATTENTION;
+    spec->arch = arch;
+    spec->dtype = dtype;
+    spec->head_dim = head_dim;
+    spec->causal = causal ? 1 : 0;
+    spec->pq = pq;
+    spec->block_m = pq < 64 ? pq : 64;
+    spec->block_n = 64;
+}
+
+const char *va_arch_target(int arch) {
+    switch (arch) {
+    case 80: return "sm_80";
+    case 86: return "sm_86";
+    case 87: return "sm_87";
+    case 89: return "sm_89";
+    case 90: return "sm_90a";
+    case 100: return "sm_100a";
+    case 120: return "sm_120a";
+    default: return NULL;
+    }
+}
+
+/* Largest dynamic shared memory a CTA may opt into, per architecture. */
+static size_t arch_smem_limit(int arch) {
+    if (arch == 80 || arch == 87) return 163 * 1024;
+    if (arch == 90 || arch == 100) return 227 * 1024;
+    return 99 * 1024;
+}
+
+static int select_key_chunk(const va_kernel_spec *s) { return s->bk > 64 ? s->bk : 64; }
+
+int va_spec_threads(const va_kernel_spec *s) {
+    return s->kind == VA_KERNEL_SELECT ? SELECT_THREADS : (s->block_m / 16) * 32;
+}
+
+size_t va_spec_smem_bytes(const va_kernel_spec *s) {
+    size_t d = (size_t)s->head_dim;
+    if (s->kind == VA_KERNEL_SELECT) {
+        size_t kc = (size_t)select_key_chunk(s), rows = (size_t)s->select_rows;
+        return rows * d * 4 + kc * d * 2 + rows * kc * 4;
+    }
+    size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
+    return bm * d * 2 + 2 * bn * d * 2 + 2 * bn * 4;
+}
+
+#define BAD(...) (snprintf(msg, msg_size, __VA_ARGS__), VECATTN_E_CODEGEN)
+
+static vecattn_status validate_common(const va_kernel_spec *s, char *msg, size_t msg_size) {
+    if (!va_arch_target(s->arch))
+        return BAD("arch %d is not supported (sm_80 and newer: 80, 86, 87, 89, 90, 100, 120)",
+                   s->arch);
+    if (s->dtype != VECATTN_BF16 && s->dtype != VECATTN_FP16)
+        return BAD("dtype %d is neither bf16 nor fp16", (int)s->dtype);
+    if (s->head_dim != 64 && s->head_dim != 128)
+        return BAD("head_dim %d is not supported (64 or 128)", s->head_dim);
+    if (!is_pow2_between(s->pq, 16, 128))
+        return BAD("pq %d is not one of 16, 32, 64, 128", s->pq);
+    return VECATTN_OK;
+}
+
+static vecattn_status validate_select(const va_kernel_spec *s, char *msg, size_t msg_size) {
+    if (!is_pow2_between(s->bk, 8, 128))
+        return BAD("bk %d is not one of 8, 16, 32, 64, 128", s->bk);
+    if (s->gk < 1 || (long long)s->gk * s->bk > (1ll << 30))
+        return BAD("gk %d must be >= 1 with gk * bk <= 2^30", s->gk);
+    if (s->causal && (s->bk > s->pq || s->pq % s->bk != 0))
+        return BAD("causal selection needs bk <= pq and pq %% bk == 0 (bk %d, pq %d)", s->bk, s->pq);
+    int groups = SELECT_THREADS / select_key_chunk(s);
+    if (!is_pow2_between(s->select_rows, 4, 32) || s->select_rows % groups != 0)
+        return BAD("select_rows %d is not one of 4, 8, 16, 32", s->select_rows);
+    return VECATTN_OK;
+}
+
+static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, size_t msg_size) {
+    if (!is_pow2_between(s->block_m, 16, 128) || s->block_m > s->pq)
+        return BAD("block_m %d must be 16, 32, 64 or 128 and divide pq %d", s->block_m, s->pq);
+    if (s->block_n != 32 && s->block_n != 64)
+        return BAD("block_n %d is not 32 or 64", s->block_n);
+    return VECATTN_OK;
+}
+
+vecattn_status va_spec_validate(const va_kernel_spec *s, char *msg, size_t msg_size) {
+    if (!s) return BAD("no kernel spec");
+    vecattn_status st = validate_common(s, msg, msg_size);
+    if (st == VECATTN_OK)
+        st = s->kind == VA_KERNEL_SELECT      ? validate_select(s, msg, msg_size)
+             : s->kind == VA_KERNEL_ATTENTION ? validate_attention(s, msg, msg_size)
+                                              : BAD("unknown kernel kind %d", (int)s->kind);
+    if (st == VECATTN_OK && va_spec_smem_bytes(s) > arch_smem_limit(s->arch))
+        return BAD("tiles need %zu bytes of shared memory, %s allows %zu", va_spec_smem_bytes(s),
+                   va_arch_target(s->arch), arch_smem_limit(s->arch));
+    return st;
+}

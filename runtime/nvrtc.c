@@ -1,0 +1,74 @@
+/*
+** nvrtc.c -- generated source to CUBIN with NVRTC. No include paths: the generated source
+** is self-contained (see codegen.c), which is what lets an application ship only the driver
+** and libnvrtc.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include <nvrtc.h>
+
+#include "runtime/runtime.h"
+
+void va_nvrtc_version(int *major, int *minor) {
+    if (nvrtcVersion(major, minor) != NVRTC_SUCCESS) *major = *minor = 0;
+}
+
+/* The program's log as a malloc'ed string, or NULL. */
+static char *program_log(nvrtcProgram prog) {
+    size_t size = 0;
+    if (nvrtcGetProgramLogSize(prog, &size) != NVRTC_SUCCESS || size <= 1) return NULL;
+    char *log = malloc(size);
+    if (log && nvrtcGetProgramLog(prog, log) != NVRTC_SUCCESS) {
+        free(log);
+        log = NULL;
+    }
+    return log;
+}
+
+static char *copy_text(const char *text) { return text ? strdup(text) : NULL; }
+
+vecattn_status va_nvrtc_compile(const va_generated *gen, void **cubin_out, size_t *cubin_size,
+                                char **log_out) {
+    *cubin_out = NULL;
+    *cubin_size = 0;
+    if (log_out) *log_out = NULL;
+    nvrtcProgram prog;
+    nvrtcResult r = nvrtcCreateProgram(&prog, gen->source, gen->name, 0, NULL, NULL);
+    if (r != NVRTC_SUCCESS) {
+        if (log_out) *log_out = copy_text(nvrtcGetErrorString(r));
+        return VECATTN_E_NVRTC;
+    }
+    vecattn_status st = VECATTN_OK;
+    r = nvrtcCompileProgram(prog, gen->n_options, (const char *const *)gen->options);
+    if (r != NVRTC_SUCCESS) {
+        if (log_out) {
+            *log_out = program_log(prog);
+            if (!*log_out) *log_out = copy_text(nvrtcGetErrorString(r));
+        }
+        st = VECATTN_E_NVRTC;
+        goto done;
+    }
+    size_t size = 0;
+    if (nvrtcGetCUBINSize(prog, &size) != NVRTC_SUCCESS || size == 0) {
+        if (log_out) *log_out = copy_text("NVRTC produced no CUBIN");
+        st = VECATTN_E_NVRTC;
+        goto done;
+    }
+    void *cubin = malloc(size);
+    if (!cubin) {
+        st = VECATTN_E_NOMEM;
+        goto done;
+    }
+    if (nvrtcGetCUBIN(prog, cubin) != NVRTC_SUCCESS) {
+        free(cubin);
+        if (log_out) *log_out = copy_text("nvrtcGetCUBIN failed");
+        st = VECATTN_E_NVRTC;
+        goto done;
+    }
+    *cubin_out = cubin;
+    *cubin_size = size;
+done:
+    nvrtcDestroyProgram(&prog);
+    return st;
+}

@@ -1,0 +1,339 @@
+/*
+** prefill.c -- the public entry points: selection, sparse attention, and both together.
+**
+** A prefill walks the query blocks in chunks. Per chunk: count pass -> scan -> fill pass of
+** the selection into the context's workspace, then the attention kernel over the chunk's
+** blocks. The index workspace of a chunk is sized for the worst case of that chunk (every
+** candidate kept), which is what lets the whole call run without waiting for the GPU; the
+** default chunking keeps that under VA_INDEX_BUDGET bytes whatever the sequence length.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/runtime.h"
+#include "templates/vecattn_params.h"
+
+/* Default bound of the index workspace when chunk_size is 0. */
+#define VA_INDEX_BUDGET ((int64_t)256 << 20)
+
+vecattn_status va_check_args(const vecattn_prefill_args *a, int need_v_o, char *msg, size_t msg_size);
+
+static int n_qblocks(const vecattn_prefill_args *a) { return (a->seq_q + a->pq - 1) / a->pq; }
+
+static float softmax_scale(const vecattn_prefill_args *a) {
+    return a->scale != 0.0f ? a->scale : 1.0f / sqrtf((float)a->head_dim);
+}
+
+static float threshold_gap(float p) { return (float)(-log((double)p)); }
+
+static void fill_problem(vecattn_problem *pb, const vecattn_prefill_args *a, int qb_begin, int qb_count) {
+    memset(pb, 0, sizeof *pb);
+    pb->q = a->q;
+    pb->k = a->k;
+    pb->v = a->v;
+    pb->q_stride_b = a->q_stride[0], pb->q_stride_h = a->q_stride[1], pb->q_stride_s = a->q_stride[2];
+    pb->k_stride_b = a->k_stride[0], pb->k_stride_h = a->k_stride[1], pb->k_stride_s = a->k_stride[2];
+    pb->v_stride_b = a->v_stride[0], pb->v_stride_h = a->v_stride[1], pb->v_stride_s = a->v_stride[2];
+    pb->heads_q = a->heads_q;
+    pb->heads_kv = a->heads_kv;
+    pb->seq_q = a->seq_q;
+    pb->seq_k = a->seq_k;
+    pb->n_qblocks = n_qblocks(a);
+    pb->qblock_begin = qb_begin;
+    pb->qblock_count = qb_count;
+    pb->scale = softmax_scale(a);
+}
+
+/* Candidate keys of query block i: the most its selection can keep. */
+static int64_t candidates(const vecattn_prefill_args *a, int i) {
+    if (!a->causal) return a->seq_k;
+    int64_t p0 = (int64_t)i * a->pq + (a->seq_k - a->seq_q);
+    int64_t hi = p0 < a->seq_k ? p0 : a->seq_k;
+    return hi > a->pq ? hi - a->pq : 0;
+}
+
+/* ---- kernels of a problem ---------------------------------------------------------------- */
+
+typedef struct kernels {
+    va_kernel_spec select_spec, attn_spec;
+    CUfunction count, fill, scan, attention;
+} kernels;
+
+static vecattn_status load_kernels(vecattn_ctx *ctx, const vecattn_prefill_args *a, int need_select,
+                                   int need_attention, kernels *kn) {
+    va_module *mod;
+    vecattn_status st = VECATTN_OK;
+    if (need_select) {
+        va_spec_default_select(&kn->select_spec, ctx->arch, a->dtype, a->head_dim, a->causal, a->pq,
+                               a->bk, a->gk);
+        if ((st = va_module_get(ctx, &kn->select_spec, &mod))) return st;
+        if ((st = va_module_function(ctx, mod, "select_count", &kn->count))) return st;
+        if ((st = va_module_function(ctx, mod, "select_fill", &kn->fill))) return st;
+        if ((st = va_module_function(ctx, mod, "scan", &kn->scan))) return st;
+    }
+    if (need_attention) {
+        va_spec_default_attention(&kn->attn_spec, ctx->arch, a->dtype, a->head_dim, a->causal, a->pq);
+        if ((st = va_module_get(ctx, &kn->attn_spec, &mod))) return st;
+        st = va_module_function(ctx, mod, "attention", &kn->attention);
+    }
+    return st;
+}
+
+/* ---- the two stages -------------------------------------------------------------------------- */
+
+typedef struct csr_buffers {
+    CUdeviceptr counts, offsets, indices;
+    int64_t capacity;
+} csr_buffers;
+
+static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, const vecattn_prefill_args *a,
+                                       int qb_begin, int qb_count, const csr_buffers *buf, int fill,
+                                       CUstream stream) {
+    vecattn_select_params sp;
+    memset(&sp, 0, sizeof sp);
+    fill_problem(&sp.pb, a, qb_begin, qb_count);
+    sp.counts = (int *)buf->counts;
+    sp.offsets = (const long long *)buf->offsets;
+    sp.indices = (int *)buf->indices;
+    sp.indices_capacity = buf->capacity;
+    sp.gap = threshold_gap(a->threshold);
+    if (a->thresholds) {
+        sp.gaps_per_head = 1;
+        for (int h = 0; h < a->heads_q; ++h) sp.gaps[h] = threshold_gap(a->thresholds[h]);
+    }
+    const va_kernel_spec *s = &kn->select_spec;
+    unsigned gx = (unsigned)((qb_count + s->select_rows - 1) / s->select_rows);
+    unsigned threads = (unsigned)va_spec_threads(s);
+    size_t smem = va_spec_smem_bytes(s);
+    vecattn_status st = va_launch(ctx, kn->count, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem,
+                                  stream, &sp, sizeof sp);
+    if (st != VECATTN_OK) return st;
+    vecattn_scan_params scan = {(const int *)buf->counts, (long long *)buf->offsets,
+                                a->batch * a->heads_q * qb_count};
+    if ((st = va_launch(ctx, kn->scan, 1, 1, 1, 1024, 0, stream, &scan, sizeof scan))) return st;
+    if (!fill) return VECATTN_OK;
+    return va_launch(ctx, kn->fill, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
+                     sizeof sp);
+}
+
+static vecattn_status launch_attention(vecattn_ctx *ctx, const kernels *kn, const vecattn_prefill_args *a,
+                                       int qb_begin, int qb_count, int key_mode, const int32_t *forced,
+                                       const csr_buffers *buf, CUstream stream) {
+    vecattn_attn_params ap;
+    memset(&ap, 0, sizeof ap);
+    fill_problem(&ap.pb, a, qb_begin, qb_count);
+    ap.o = a->o;
+    ap.o_stride_b = a->o_stride[0], ap.o_stride_h = a->o_stride[1], ap.o_stride_s = a->o_stride[2];
+    ap.lse = a->lse;
+    ap.key_mode = key_mode;
+    ap.forced_ranges = (const int *)forced;
+    if (buf) {
+        ap.counts = (const int *)buf->counts;
+        ap.offsets = (const long long *)buf->offsets;
+        ap.indices = (const int *)buf->indices;
+    }
+    ap.scale_log2 = ap.pb.scale * 1.4426950408889634f;
+    const va_kernel_spec *s = &kn->attn_spec;
+    unsigned gx = (unsigned)(qb_count * (s->pq / s->block_m));
+    return va_launch(ctx, kn->attention, gx, (unsigned)a->heads_q, (unsigned)a->batch,
+                     (unsigned)va_spec_threads(s), va_spec_smem_bytes(s), stream, &ap, sizeof ap);
+}
+
+/* ---- chunk planning and the workspace ---------------------------------------------------------- */
+
+/* Query blocks of the chunk starting at `begin`. */
+static int chunk_rows(const vecattn_prefill_args *a, int begin) {
+    int total = n_qblocks(a);
+    if (a->chunk_size > 0) {
+        int rows = a->chunk_size / a->pq;
+        return begin + rows < total ? rows : total - begin;
+    }
+    int64_t per_head_budget = VA_INDEX_BUDGET / 4 / ((int64_t)a->batch * a->heads_q);
+    int64_t worst = 0;
+    int rows = 0;
+    while (begin + rows < total) {
+        int64_t c = candidates(a, begin + rows);
+        if (rows > 0 && worst + c > per_head_budget) break;
+        worst += c;
+        ++rows;
+    }
+    return rows;
+}
+
+static int64_t chunk_capacity(const vecattn_prefill_args *a, int begin, int rows) {
+    int64_t worst = 0;
+    for (int i = begin; i < begin + rows; ++i) worst += candidates(a, i);
+    return worst * a->batch * a->heads_q;
+}
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* Carve counts | offsets | indices for `rows` blocks and `capacity` indices out of the workspace. */
+static vecattn_status reserve_csr(vecattn_ctx *ctx, const vecattn_prefill_args *a, int rows, int64_t capacity,
+                                  csr_buffers *buf) {
+    size_t n = (size_t)a->batch * a->heads_q * rows;
+    size_t counts_bytes = align256(n * 4), offsets_bytes = align256((n + 1) * 8);
+    size_t total = counts_bytes + offsets_bytes + align256((size_t)capacity * 4 + 4);
+    vecattn_status st = va_workspace_reserve(ctx, total);
+    if (st != VECATTN_OK) return st;
+    buf->counts = ctx->workspace;
+    buf->offsets = ctx->workspace + counts_bytes;
+    buf->indices = ctx->workspace + counts_bytes + offsets_bytes;
+    buf->capacity = capacity;
+    return VECATTN_OK;
+}
+
+/* ---- sparsity ------------------------------------------------------------------------------- */
+
+static int64_t rows_of_block(const vecattn_prefill_args *a, int i) {
+    int64_t r = a->seq_q - (int64_t)i * a->pq;
+    return r < a->pq ? r : a->pq;
+}
+
+/* Query-key pairs that are valid, and those the forced keys attend, per (batch, head). */
+static void pair_counts(const vecattn_prefill_args *a, double *valid, double *forced) {
+    int64_t shift = a->seq_k - a->seq_q;
+    *valid = 0.0;
+    *forced = 0.0;
+    if (!a->causal) {
+        *valid = (double)a->seq_q * a->seq_k;
+        return;
+    }
+    for (int64_t t = 0; t < a->seq_q; ++t) *valid += (double)(t + shift + 1);
+    for (int i = 0; i < n_qblocks(a); ++i) {
+        int64_t r = rows_of_block(a, i), p0 = (int64_t)i * a->pq + shift;
+        int64_t sink = p0 < a->pq ? p0 : a->pq;
+        *forced += (double)(sink * r) + (double)(r * (r + 1) / 2);
+    }
+}
+
+/* Attended pairs of the selected keys of one chunk: a selected key serves every row of its block. */
+static vecattn_status chunk_selected_pairs(vecattn_ctx *ctx, const vecattn_prefill_args *a, int begin, int rows,
+                                           const csr_buffers *buf, CUstream stream, double *pairs) {
+    size_t n = (size_t)a->batch * a->heads_q * rows;
+    int32_t *counts = malloc(n * sizeof *counts);
+    if (!counts) return va_fail(ctx, VECATTN_E_NOMEM, "out of memory");
+    vecattn_status st = va_check_cu(ctx, va_cuStreamSynchronize(stream), "cuStreamSynchronize");
+    if (st == VECATTN_OK)
+        st = va_check_cu(ctx, va_cuMemcpyDtoH(counts, buf->counts, n * sizeof *counts), "cuMemcpyDtoH (counts)");
+    for (size_t r = 0; st == VECATTN_OK && r < n; ++r)
+        *pairs += (double)counts[r] * (double)rows_of_block(a, begin + (int)(r % (size_t)rows));
+    free(counts);
+    return st;
+}
+
+/* ---- entry points --------------------------------------------------------------------------- */
+
+static vecattn_status enter_checked(vecattn_ctx *ctx, const vecattn_prefill_args *a, int need_v_o) {
+    if (!ctx || ctx->magic != VA_CTX_MAGIC) return VECATTN_E_MISUSE;
+    char msg[512];
+    vecattn_status st = va_check_args(a, need_v_o, msg, sizeof msg);
+    if (st != VECATTN_OK) return va_fail(ctx, st, "%s", msg);
+    return va_ctx_enter(ctx);
+}
+
+static vecattn_status prefill_dense(vecattn_ctx *ctx, const vecattn_prefill_args *a, CUstream stream) {
+    kernels kn;
+    vecattn_status st = load_kernels(ctx, a, 0, 1, &kn);
+    if (st == VECATTN_OK)
+        st = launch_attention(ctx, &kn, a, 0, n_qblocks(a), VECATTN_KEYS_DENSE, NULL, NULL, stream);
+    if (st == VECATTN_OK && a->sparsity_out) *a->sparsity_out = 0.0f;
+    return st;
+}
+
+static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_args *a, CUstream stream) {
+    kernels kn;
+    vecattn_status st = load_kernels(ctx, a, 1, 1, &kn);
+    double selected_pairs = 0.0;
+    int chunks = 0;
+    for (int begin = 0; st == VECATTN_OK && begin < n_qblocks(a); ++chunks) {
+        int rows = chunk_rows(a, begin);
+        csr_buffers buf;
+        st = reserve_csr(ctx, a, rows, chunk_capacity(a, begin, rows), &buf);
+        if (st == VECATTN_OK) st = launch_selection(ctx, &kn, a, begin, rows, &buf, 1, stream);
+        if (st == VECATTN_OK)
+            st = launch_attention(ctx, &kn, a, begin, rows, VECATTN_KEYS_SPEC, NULL, &buf, stream);
+        if (st == VECATTN_OK && a->sparsity_out)
+            st = chunk_selected_pairs(ctx, a, begin, rows, &buf, stream, &selected_pairs);
+        begin += rows;
+    }
+    if (st == VECATTN_OK && a->sparsity_out) {
+        double valid, forced;
+        pair_counts(a, &valid, &forced);
+        *a->sparsity_out = (float)(1.0 - (forced + selected_pairs / ((double)a->batch * a->heads_q)) / valid);
+    }
+    va_log(ctx, "prefill: %d chunk%s, %s", chunks, chunks == 1 ? "" : "s", st == VECATTN_OK ? "queued" : "failed");
+    return st;
+}
+
+vecattn_status vecattn_prefill(vecattn_ctx *ctx, const vecattn_prefill_args *a, vecattn_stream stream) {
+    vecattn_status st = enter_checked(ctx, a, 1);
+    if (st != VECATTN_OK) return st;
+    st = a->dense ? prefill_dense(ctx, a, (CUstream)stream) : prefill_sparse(ctx, a, (CUstream)stream);
+    va_ctx_leave(ctx);
+    return st;
+}
+
+static vecattn_status read_total(vecattn_ctx *ctx, const csr_buffers *buf, int64_t n, CUstream stream,
+                                 int64_t *total) {
+    vecattn_status st = va_check_cu(ctx, va_cuStreamSynchronize(stream), "cuStreamSynchronize");
+    if (st == VECATTN_OK)
+        st = va_check_cu(ctx, va_cuMemcpyDtoH(total, buf->offsets + (CUdeviceptr)n * 8, 8), "cuMemcpyDtoH (total)");
+    return st;
+}
+
+vecattn_status vecattn_select(vecattn_ctx *ctx, const vecattn_prefill_args *a, const vecattn_selection *sel,
+                              int64_t *total_out, vecattn_stream stream) {
+    vecattn_status st = enter_checked(ctx, a, 0);
+    if (st != VECATTN_OK) return st;
+    CUstream s = (CUstream)stream;
+    if (a->dense) st = va_fail(ctx, VECATTN_E_INVALID_ARG, "dense: the dense mode has no selection");
+    else if (!sel || !sel->counts || !sel->offsets)
+        st = va_fail(ctx, VECATTN_E_MISUSE, "sel, sel->counts and sel->offsets are required");
+    else if (!sel->indices && !total_out)
+        st = va_fail(ctx, VECATTN_E_MISUSE, "total_out is required when sel->indices is NULL");
+    else if (sel->indices && sel->indices_capacity < 0)
+        st = va_fail(ctx, VECATTN_E_CAPACITY, "indices_capacity = %lld", (long long)sel->indices_capacity);
+    kernels kn;
+    if (st == VECATTN_OK) st = load_kernels(ctx, a, 1, 0, &kn);
+    int rows = n_qblocks(a);
+    csr_buffers buf = {0};
+    if (st == VECATTN_OK) {
+        buf = (csr_buffers){(CUdeviceptr)sel->counts, (CUdeviceptr)sel->offsets, (CUdeviceptr)sel->indices,
+                            sel->indices ? sel->indices_capacity : 0};
+        st = launch_selection(ctx, &kn, a, 0, rows, &buf, sel->indices != NULL, s);
+    }
+    if (st == VECATTN_OK && total_out) {
+        st = read_total(ctx, &buf, (int64_t)a->batch * a->heads_q * rows, s, total_out);
+        if (st == VECATTN_OK && sel->indices && *total_out > sel->indices_capacity)
+            st = va_fail(ctx, VECATTN_E_CAPACITY, "indices_capacity = %lld but the selection kept %lld keys",
+                         (long long)sel->indices_capacity, (long long)*total_out);
+    }
+    va_ctx_leave(ctx);
+    return st;
+}
+
+vecattn_status vecattn_sparse_attention(vecattn_ctx *ctx, const vecattn_prefill_args *a,
+                                        const int32_t *forced_ranges, const vecattn_selection *sel,
+                                        vecattn_stream stream) {
+    vecattn_prefill_args attn;
+    if (a) {
+        attn = *a;
+        attn.dense = 1; /* only checks: threshold, bk and gk are not used here */
+    }
+    vecattn_status st = enter_checked(ctx, a ? &attn : NULL, 1);
+    if (st != VECATTN_OK) return st;
+    if (sel && (!sel->counts || !sel->offsets || !sel->indices))
+        st = va_fail(ctx, VECATTN_E_MISUSE, "sel->counts, sel->offsets and sel->indices are required");
+    kernels kn;
+    if (st == VECATTN_OK) st = load_kernels(ctx, a, 0, 1, &kn);
+    csr_buffers buf = {0};
+    if (sel) buf = (csr_buffers){(CUdeviceptr)sel->counts, (CUdeviceptr)sel->offsets, (CUdeviceptr)sel->indices,
+                                 sel->indices_capacity};
+    if (st == VECATTN_OK)
+        st = launch_attention(ctx, &kn, a, 0, n_qblocks(a), forced_ranges ? VECATTN_KEYS_RANGES : VECATTN_KEYS_SPEC,
+                              forced_ranges, sel ? &buf : NULL, (CUstream)stream);
+    va_ctx_leave(ctx);
+    return st;
+}

@@ -1,0 +1,97 @@
+/*
+** runtime.h -- the driver (dlopen'ed), NVRTC, the in-process module cache, launches, and
+** the context internals shared by the API implementation.
+*/
+#ifndef VECATTN_RUNTIME_H
+#define VECATTN_RUNTIME_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda.h>
+
+#include "codegen/codegen.h"
+#include "vecattn.h"
+
+/* ---- driver entry points, loaded with dlopen ---------------------------------------- */
+#include "runtime/cuda_syms.h"
+
+/* Load libcuda.so.1 (or $VECATTN_LIBCUDA) once per process and resolve every symbol of
+** cuda_syms.h. VECATTN_E_NO_DRIVER with a reason in msg when that fails. Thread-safe. */
+vecattn_status va_driver_load(char *msg, size_t msg_size);
+
+/* The driver's name for an error code ("CUDA_ERROR_OUT_OF_MEMORY"), never NULL. */
+const char *va_cu_error_name(CUresult r);
+
+/* ---- NVRTC -------------------------------------------------------------------------- */
+
+/* Compile generated source to a CUBIN. On VECATTN_E_NVRTC, *log_out (malloc'ed, may be
+** NULL) holds the compiler log. *cubin_out is malloc'ed. */
+vecattn_status va_nvrtc_compile(const va_generated *gen, void **cubin_out, size_t *cubin_size,
+                                char **log_out);
+
+/* NVRTC's version. */
+void va_nvrtc_version(int *major, int *minor);
+
+/* ---- context ------------------------------------------------------------------------ */
+
+struct vecattn_ctx {
+    uint32_t magic;            /* VA_CTX_MAGIC while alive: catches use after destroy */
+    vecattn_status last_status;
+    char errmsg[8192];
+    int device_ordinal;
+    CUdevice device;
+    CUcontext primary;         /* retained primary context, or NULL */
+    int arch;                  /* compute capability * 10 */
+    int sm_count;
+    char *cache_path;
+    int log_debug;
+    char *dump_dir;
+    /* device workspace, grown on demand */
+    CUdeviceptr workspace;
+    size_t workspace_size;
+    /* pinned host word for reading back totals */
+    void *host_scratch;
+};
+
+#define VA_CTX_MAGIC 0x76656361u  /* "veca" */
+
+/* Record a failure on the context and return its code: the one place to break on errors. */
+vecattn_status va_fail(vecattn_ctx *ctx, vecattn_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Debug log to stderr when VECATTN_LOG=debug. */
+void va_log(const vecattn_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Check a driver result; on failure record "<what>: <CUDA_ERROR_...>" and return
+** VECATTN_E_DRIVER (or `code` for launches). */
+vecattn_status va_check_cu(vecattn_ctx *ctx, CUresult r, const char *what);
+
+/* Start an API call: check the handle, clear the last error, make the device's primary
+** context current (pushed). Every successful enter is paired with va_ctx_leave(). */
+vecattn_status va_ctx_enter(vecattn_ctx *ctx);
+void va_ctx_leave(vecattn_ctx *ctx);
+
+/* Ensure at least `bytes` of device workspace. Growing waits for the device first, since
+** work queued earlier may still read the old buffer. */
+vecattn_status va_workspace_reserve(vecattn_ctx *ctx, size_t bytes);
+
+/* ---- modules ------------------------------------------------------------------------ */
+
+typedef struct va_module va_module;
+
+/* Get (compile and load on first use) the module of a spec. Process-wide and thread-safe;
+** modules live until the process ends. */
+vecattn_status va_module_get(vecattn_ctx *ctx, const va_kernel_spec *spec, va_module **out);
+
+/* An entry point of a loaded module ("select_count", "select_fill", "scan", "attention"). */
+vecattn_status va_module_function(vecattn_ctx *ctx, va_module *mod, const char *entry,
+                                  CUfunction *out);
+
+/* Launch `fn` with one parameter block passed by value. */
+vecattn_status va_launch(vecattn_ctx *ctx, CUfunction fn, unsigned gx, unsigned gy, unsigned gz,
+                         unsigned threads, size_t smem, CUstream stream, void *params,
+                         size_t params_size);
+
+#endif /* VECATTN_RUNTIME_H */
