@@ -209,17 +209,16 @@ static float measured_sparsity(vecattn_ctx *ctx, vecattn_prefill_args a) {
     return s;
 }
 
-/* The threshold whose sparsity is nearest `target` (bisection on log(1 - p); sparsity grows with p). */
+/* The threshold whose sparsity is nearest `target`: bisection on x = ln(p) in [-20, 0]
+** (p = 1 keeps the fewest keys; sparsity grows with p). */
 static float find_threshold(vecattn_ctx *ctx, vecattn_prefill_args a, double target, float *got) {
-    double lo = -30.0, hi = 0.0; /* p = 1 - e^x */
+    double lo = -20.0, hi = 0.0;
     float best_p = 0.9f, best_s = -1.0f;
-    for (int it = 0; it < 14; ++it) {
+    for (int it = 0; it < 16; ++it) {
         double mid = 0.5 * (lo + hi);
-        float p = (float)(1.0 - exp(mid));
-        if (p <= 0.0f || p > 1.0f) break;
-        a.threshold = p;
+        a.threshold = (float)exp(mid);
         float s = measured_sparsity(ctx, a);
-        if (best_s < 0 || fabs(s - target) < fabs(best_s - target)) best_p = p, best_s = s;
+        if (best_s < 0 || fabs(s - target) < fabs(best_s - target)) best_p = a.threshold, best_s = s;
         if (s < target) lo = mid; else hi = mid;
     }
     *got = best_s;
@@ -247,10 +246,11 @@ static void check_slice(vecattn_ctx *ctx, const problem *p, const vecattn_prefil
     int32_t *indices = NULL;
     if (!dense) {
         counts = malloc((size_t)nq * 4), offsets = malloc((size_t)(nq + 1) * 8);
-        indices = malloc((size_t)(sb.sel.indices_capacity + 1) * 4);
+        size_t n_idx = (size_t)(sb.sel.indices_capacity > 0 ? sb.sel.indices_capacity : 1);
+        indices = malloc(n_idx * 4);
         check_cu(va_cuMemcpyDtoH(counts, sb.counts, (size_t)nq * 4), "download");
         check_cu(va_cuMemcpyDtoH(offsets, sb.offsets, (size_t)(nq + 1) * 8), "download");
-        check_cu(va_cuMemcpyDtoH(indices, sb.indices, (size_t)(sb.sel.indices_capacity + 1) * 4), "download");
+        check_cu(va_cuMemcpyDtoH(indices, sb.indices, n_idx * 4), "download");
     }
     size_t n_out = (size_t)rows * a.head_dim;
     uint16_t *out = malloc(n_out * 2);

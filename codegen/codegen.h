@@ -49,6 +49,20 @@ void va_spec_default_select(va_kernel_spec *spec, int arch, vecattn_dtype dtype,
 void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dtype,
                                int head_dim, int causal, int pq);
 
+/* The tile parameters of a spec (the fields the autotuner may change; never the semantic
+** ones) as "name=value,name=value" in a fixed order, e.g. "select_rows=16" or
+** "block_m=64,block_n=64". Returns the length written (snprintf semantics). */
+int va_spec_tiles_format(const va_kernel_spec *spec, char *buf, size_t buf_size);
+
+/* Set the tile parameters named in `text` (format above; unknown names and bad numbers are
+** VECATTN_E_CODEGEN with a reason). Parameters not named keep their values. */
+vecattn_status va_spec_tiles_parse(va_kernel_spec *spec, const char *text, char *msg, size_t msg_size);
+
+/* The autotuner's search space: every valid tile configuration for the semantic parameters
+** (kind, arch, dtype, head_dim, causal, pq, bk, gk) of `base`, pruned by va_spec_validate.
+** Writes at most `max` specs to out and returns how many there are in all. */
+int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max);
+
 /* VECATTN_OK, or VECATTN_E_CODEGEN with a reason in msg. */
 vecattn_status va_spec_validate(const va_kernel_spec *spec, char *msg, size_t msg_size);
 

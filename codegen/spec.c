@@ -2,7 +2,10 @@
 ** spec.c -- kernel specifications: built-in defaults, validation, launch shapes.
 ** The numbers here must agree with the templates (SelectShape, AttnShape).
 */
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "codegen/codegen.h"
 
@@ -122,4 +125,83 @@ vecattn_status va_spec_validate(const va_kernel_spec *s, char *msg, size_t msg_s
         return BAD("tiles need %zu bytes of shared memory, %s allows %zu", va_spec_smem_bytes(s),
                    va_arch_target(s->arch), arch_smem_limit(s->arch));
     return st;
+}
+
+/* ---- tile parameters as text ------------------------------------------------------------ */
+
+/* One row per tunable field: its name, the kind it belongs to, and where it lives. */
+typedef struct tile_field {
+    const char *name;
+    va_kernel_kind kind;
+    size_t offset;
+} tile_field;
+
+static const tile_field tile_fields[] = {
+    {"select_rows", VA_KERNEL_SELECT, offsetof(va_kernel_spec, select_rows)},
+    {"block_m", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, block_m)},
+    {"block_n", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, block_n)},
+};
+enum { N_TILE_FIELDS = (int)(sizeof tile_fields / sizeof tile_fields[0]) };
+
+static int *field_ptr(va_kernel_spec *s, const tile_field *f) { return (int *)((char *)s + f->offset); }
+
+int va_spec_tiles_format(const va_kernel_spec *s, char *buf, size_t n) {
+    int len = 0;
+    if (n) buf[0] = 0;
+    for (int i = 0; i < N_TILE_FIELDS; ++i) {
+        if (tile_fields[i].kind != s->kind) continue;
+        int v = *field_ptr((va_kernel_spec *)s, &tile_fields[i]);
+        size_t room = (size_t)len < n ? n - (size_t)len : 0;
+        len += snprintf(room ? buf + len : NULL, room, "%s%s=%d", len ? "," : "", tile_fields[i].name, v);
+    }
+    return len;
+}
+
+vecattn_status va_spec_tiles_parse(va_kernel_spec *s, const char *text, char *msg, size_t msg_size) {
+    const char *p = text ? text : "";
+    while (*p) {
+        const char *eq = strchr(p, '=');
+        if (!eq) return BAD("tiles \"%s\": expected name=value", text);
+        size_t name_len = (size_t)(eq - p);
+        const tile_field *f = NULL;
+        for (int i = 0; i < N_TILE_FIELDS && !f; ++i)
+            if (tile_fields[i].kind == s->kind && strlen(tile_fields[i].name) == name_len &&
+                !strncmp(tile_fields[i].name, p, name_len))
+                f = &tile_fields[i];
+        if (!f) return BAD("tiles \"%s\": unknown parameter \"%.*s\"", text, (int)name_len, p);
+        char *end;
+        long v = strtol(eq + 1, &end, 10);
+        if (end == eq + 1 || (*end && *end != ',') || v < 1 || v > 1 << 20)
+            return BAD("tiles \"%s\": bad value for %s", text, f->name);
+        *field_ptr(s, f) = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return VECATTN_OK;
+}
+
+/* ---- the search space ---------------------------------------------------------------------- */
+
+static void add_if_valid(const va_kernel_spec *s, va_kernel_spec *out, int max, int *n) {
+    char msg[8];
+    if (va_spec_validate(s, msg, sizeof msg) != VECATTN_OK) return;
+    if (*n < max) out[*n] = *s;
+    ++*n;
+}
+
+int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max) {
+    int n = 0;
+    va_kernel_spec s = *base;
+    if (base->kind == VA_KERNEL_SELECT) {
+        for (int rows = 4; rows <= 32; rows *= 2) {
+            s.select_rows = rows;
+            add_if_valid(&s, out, max, &n);
+        }
+        return n;
+    }
+    for (int bm = 16; bm <= 128; bm *= 2)
+        for (int bn = 32; bn <= 64; bn *= 2) {
+            s.block_m = bm, s.block_n = bn;
+            add_if_valid(&s, out, max, &n);
+        }
+    return n;
 }

@@ -65,15 +65,15 @@ static vecattn_status load_kernels(vecattn_ctx *ctx, const vecattn_prefill_args 
     va_module *mod;
     vecattn_status st = VECATTN_OK;
     if (need_select) {
-        va_spec_default_select(&kn->select_spec, ctx->arch, a->dtype, a->head_dim, a->causal, a->pq,
-                               a->bk, a->gk);
+        if ((st = va_choose_spec(ctx, VA_KERNEL_SELECT, a, -1.0, &kn->select_spec))) return st;
         if ((st = va_module_get(ctx, &kn->select_spec, &mod))) return st;
         if ((st = va_module_function(ctx, mod, "select_count", &kn->count))) return st;
         if ((st = va_module_function(ctx, mod, "select_fill", &kn->fill))) return st;
         if ((st = va_module_function(ctx, mod, "scan", &kn->scan))) return st;
     }
     if (need_attention) {
-        va_spec_default_attention(&kn->attn_spec, ctx->arch, a->dtype, a->head_dim, a->causal, a->pq);
+        double hint = a->dense ? 0.0 : -1.0;
+        if ((st = va_choose_spec(ctx, VA_KERNEL_ATTENTION, a, hint, &kn->attn_spec))) return st;
         if ((st = va_module_get(ctx, &kn->attn_spec, &mod))) return st;
         st = va_module_function(ctx, mod, "attention", &kn->attention);
     }

@@ -77,6 +77,13 @@ void va_ctx_leave(vecattn_ctx *ctx);
 ** work queued earlier may still read the old buffer. */
 vecattn_status va_workspace_reserve(vecattn_ctx *ctx, size_t bytes);
 
+/* ---- tile configurations ------------------------------------------------------------------- */
+
+/* The spec (semantic parameters of `a`, tuned or default tiles) for a stage of a problem.
+** sparsity_hint: the expected fraction of pairs skipped, or -1 when unknown. */
+vecattn_status va_choose_spec(vecattn_ctx *ctx, va_kernel_kind kind, const vecattn_prefill_args *a,
+                              double sparsity_hint, va_kernel_spec *spec);
+
 /* ---- modules ------------------------------------------------------------------------ */
 
 typedef struct va_module va_module;
