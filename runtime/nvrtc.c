@@ -3,7 +3,12 @@
 ** is self-contained (see codegen.c), which is what lets an application ship only the driver
 ** and libnvrtc.
 */
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include <nvrtc.h>
@@ -71,4 +76,31 @@ vecattn_status va_nvrtc_compile(const va_generated *gen, void **cubin_out, size_
 done:
     nvrtcDestroyProgram(&prog);
     return st;
+}
+
+/* ---- identity ------------------------------------------------------------------------- */
+
+static pthread_once_t identity_once = PTHREAD_ONCE_INIT;
+static char identity[256];
+
+/* nvrtcVersion() gives only major.minor; the file that dladdr() finds behind it is named
+** after the full version (libnvrtc.so.13.0.88) and its size changes with every build, so
+** both go into the identity: a cache never hands back a CUBIN of another NVRTC build. */
+static void compute_identity(void) {
+    int major = 0, minor = 0;
+    va_nvrtc_version(&major, &minor);
+    Dl_info info;
+    char resolved[4096] = "";
+    long long size = -1;
+    if (dladdr((void *)&nvrtcVersion, &info) && info.dli_fname && realpath(info.dli_fname, resolved)) {
+        struct stat st;
+        if (stat(resolved, &st) == 0) size = (long long)st.st_size;
+    }
+    const char *base = strrchr(resolved, '/');
+    snprintf(identity, sizeof identity, "%d.%d/%s/%lld", major, minor, base ? base + 1 : "unknown", size);
+}
+
+const char *va_nvrtc_identity(void) {
+    pthread_once(&identity_once, compute_identity);
+    return identity;
 }

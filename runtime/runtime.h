@@ -11,6 +11,7 @@
 
 #include <cuda.h>
 
+#include "cache/cache.h"
 #include "codegen/codegen.h"
 #include "vecattn.h"
 
@@ -34,6 +35,10 @@ vecattn_status va_nvrtc_compile(const va_generated *gen, void **cubin_out, size_
 /* NVRTC's version. */
 void va_nvrtc_version(int *major, int *minor);
 
+/* NVRTC's identity for cache keys, including its build: e.g. "13.0/libnvrtc.so.13.0.88/<size>"
+** (the resolved library file name carries the build number). Static string. */
+const char *va_nvrtc_identity(void);
+
 /* ---- context ------------------------------------------------------------------------ */
 
 struct vecattn_ctx {
@@ -45,7 +50,9 @@ struct vecattn_ctx {
     CUcontext primary;         /* retained primary context, or NULL */
     int arch;                  /* compute capability * 10 */
     int sm_count;
-    char *cache_path;
+    char *cache_path;          /* as given to vecattn_create, or NULL */
+    va_cache *cache;           /* the persistent store, opened at create (never NULL after a
+                                  successful create unless memory ran out) */
     int log_debug;
     char *dump_dir;
     /* device workspace, grown on demand */
