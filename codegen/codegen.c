@@ -87,8 +87,8 @@ static char *module_name(const va_kernel_spec *s) {
                  s->pq, s->bk, s->gk, s->causal, dtype_name(s->dtype), s->select_rows,
                  va_arch_target(s->arch));
     else
-        snprintf(name, sizeof name, "attn_d%d_pq%d_bm%d_bn%d_causal%d_%s_%s", s->head_dim, s->pq,
-                 s->block_m, s->block_n, s->causal, dtype_name(s->dtype),
+        snprintf(name, sizeof name, "attn_d%d_pq%d_bm%d_bn%d_w%d_causal%d_%s_%s", s->head_dim, s->pq,
+                 s->block_m, s->block_n, s->warps, s->causal, dtype_name(s->dtype),
                  va_arch_target(s->arch));
     return strdup(name);
 }
@@ -104,8 +104,8 @@ static void emit_banner(strbuf *sb, const va_kernel_spec *s, const char *name) {
         sb_printf(sb, "// selection: bk %d, gk %d, %d pooled rows per CTA, %d threads, %zu B shared\n",
                   s->bk, s->gk, s->select_rows, va_spec_threads(s), va_spec_smem_bytes(s));
     else
-        sb_printf(sb, "// attention: block_m %d, block_n %d, %d threads, %zu B shared\n", s->block_m,
-                  s->block_n, va_spec_threads(s), va_spec_smem_bytes(s));
+        sb_printf(sb, "// attention: block_m %d, block_n %d, %d warps, %zu B shared\n", s->block_m,
+                  s->block_n, s->warps, va_spec_smem_bytes(s));
     sb_printf(sb, "// templates:");
     for (const char *const *t = spec_templates(s); *t; ++t) {
         const va_template_file *f = va_template_find(*t);
@@ -146,8 +146,8 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
     } else {
         sb_printf(sb,
                   "extern \"C\" __global__ void __launch_bounds__(%d) attention(const vecattn_attn_params p) {\n"
-                  "    vecattn::attention_body<%d, %d, %d, %d, %s, %s>(p);\n}\n",
-                  va_spec_threads(s), s->head_dim, s->pq, s->block_m, s->block_n, causal, bf16);
+                  "    vecattn::attention_body<%d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
+                  va_spec_threads(s), s->head_dim, s->pq, s->block_m, s->block_n, s->warps, causal, bf16);
     }
 }
 

@@ -28,10 +28,11 @@ typedef struct va_kernel_spec {
     int causal;
     int pq, bk, gk;           /* semantic blocking (selection uses all, attention uses pq) */
     /* selection tiles */
-    int select_rows;          /* pooled query rows per CTA: 8, 16 or 32 */
+    int select_rows;          /* pooled query rows per CTA: 16, 32 or 64 */
     /* attention tiles */
-    int block_m;              /* query rows per CTA: 16 * warps, divides pq */
+    int block_m;              /* query rows per CTA: divides pq */
     int block_n;              /* keys per inner step: 32 or 64 */
+    int warps;                /* warps per CTA: block_m = 16 * warps * (1 or 2 row atoms per warp) */
 } va_kernel_spec;
 
 /* Generated module: owned strings, freed with va_generated_free(). */

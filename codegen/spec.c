@@ -40,6 +40,7 @@ void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dty
     spec->pq = pq;
     spec->block_m = pq < 64 ? pq : 64;
     spec->block_n = 64;
+    spec->warps = spec->block_m / 16;
 }
 
 const char *va_arch_target(int arch) {
@@ -65,14 +66,14 @@ static size_t arch_smem_limit(int arch) {
 static int select_key_chunk(const va_kernel_spec *s) { return s->bk > 64 ? s->bk : 64; }
 
 int va_spec_threads(const va_kernel_spec *s) {
-    return s->kind == VA_KERNEL_SELECT ? SELECT_THREADS : (s->block_m / 16) * 32;
+    return s->kind == VA_KERNEL_SELECT ? SELECT_THREADS : s->warps * 32;
 }
 
 size_t va_spec_smem_bytes(const va_kernel_spec *s) {
     size_t d = (size_t)s->head_dim;
     if (s->kind == VA_KERNEL_SELECT) {
         size_t kc = (size_t)select_key_chunk(s), rows = (size_t)s->select_rows;
-        return rows * d * 4 + kc * d * 2 + rows * kc * 4;
+        return rows * d * 2 + 2 * kc * d * 2 + rows * (kc + 4) * 4;  /* q, 2 key buffers, scores */
     }
     size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
     return bm * d * 2 + 2 * bn * d * 2 + 2 * bn * 4;
@@ -100,9 +101,8 @@ static vecattn_status validate_select(const va_kernel_spec *s, char *msg, size_t
         return BAD("gk %d must be >= 1 with gk * bk <= 2^30", s->gk);
     if (s->causal && (s->bk > s->pq || s->pq % s->bk != 0))
         return BAD("causal selection needs bk <= pq and pq %% bk == 0 (bk %d, pq %d)", s->bk, s->pq);
-    int groups = SELECT_THREADS / select_key_chunk(s);
-    if (!is_pow2_between(s->select_rows, 4, 32) || s->select_rows % groups != 0)
-        return BAD("select_rows %d is not one of 4, 8, 16, 32", s->select_rows);
+    if (!is_pow2_between(s->select_rows, 16, 64))
+        return BAD("select_rows %d is not one of 16, 32, 64", s->select_rows);
     return VECATTN_OK;
 }
 
@@ -111,6 +111,9 @@ static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, siz
         return BAD("block_m %d must be 16, 32, 64 or 128 and divide pq %d", s->block_m, s->pq);
     if (s->block_n != 32 && s->block_n != 64)
         return BAD("block_n %d is not 32 or 64", s->block_n);
+    if (!is_pow2_between(s->warps, 1, 8) ||
+        (s->block_m != 16 * s->warps && s->block_m != 32 * s->warps))
+        return BAD("warps %d: block_m %d must be 16 or 32 rows per warp", s->warps, s->block_m);
     return VECATTN_OK;
 }
 
@@ -140,6 +143,7 @@ static const tile_field tile_fields[] = {
     {"select_rows", VA_KERNEL_SELECT, offsetof(va_kernel_spec, select_rows)},
     {"block_m", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, block_m)},
     {"block_n", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, block_n)},
+    {"warps", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, warps)},
 };
 enum { N_TILE_FIELDS = (int)(sizeof tile_fields / sizeof tile_fields[0]) };
 
@@ -192,16 +196,17 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
     int n = 0;
     va_kernel_spec s = *base;
     if (base->kind == VA_KERNEL_SELECT) {
-        for (int rows = 4; rows <= 32; rows *= 2) {
+        for (int rows = 16; rows <= 64; rows *= 2) {
             s.select_rows = rows;
             add_if_valid(&s, out, max, &n);
         }
         return n;
     }
     for (int bm = 16; bm <= 128; bm *= 2)
-        for (int bn = 32; bn <= 64; bn *= 2) {
-            s.block_m = bm, s.block_n = bn;
-            add_if_valid(&s, out, max, &n);
-        }
+        for (int bn = 32; bn <= 64; bn *= 2)
+            for (int warps = 1; warps <= 8; warps *= 2) {
+                s.block_m = bm, s.block_n = bn, s.warps = warps;
+                add_if_valid(&s, out, max, &n);
+            }
     return n;
 }

@@ -15,7 +15,7 @@
 #include "templates/vecattn_params.h"
 
 /* Default bound of the index workspace when chunk_size is 0. */
-#define VA_INDEX_BUDGET ((int64_t)256 << 20)
+#define VA_INDEX_BUDGET ((int64_t)768 << 20)
 
 vecattn_status va_check_args(const vecattn_prefill_args *a, int need_v_o, char *msg, size_t msg_size);
 

@@ -79,6 +79,9 @@ static vecattn_status check_tensor(const char *name, const void *ptr, const int6
             return FAIL(VECATTN_E_LAYOUT, "%s %s stride = %lld: must be a non-negative multiple of 8 elements",
                         name, dims[i], (long long)s[i]);
     }
+    if (s[2] > INT32_MAX)
+        return FAIL(VECATTN_E_LAYOUT, "%s sequence stride = %lld: must be below 2^31 elements", name,
+                    (long long)s[2]);
     if (s[2] < d)
         return FAIL(VECATTN_E_LAYOUT, "%s sequence stride = %lld is smaller than head_dim = %d (rows overlap)",
                     name, (long long)s[2], d);

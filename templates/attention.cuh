@@ -1,8 +1,10 @@
 // attention.cuh -- flash-style attention over a gathered key set (sm_80 path: mma.sync
 // m16n8k16, ldmatrix, cp.async), the kernel behind the sparse and the dense modes.
 //
-// One CTA computes BM query rows of one query block (BM divides Pq; WARPS = BM / 16 warps,
-// each owning 16 rows). The key set of the block is walked as one virtual sequence:
+// One CTA computes BM query rows of one query block (BM divides Pq) with WARPS warps, each
+// owning WM = BM / (16 * WARPS) row atoms of 16 rows: two atoms per warp reuse every K and V
+// fragment read from shared memory twice. Q stays in registers with one atom and is re-read
+// from shared memory with two (registers go to the two accumulators instead). The key set of the block is walked as one virtual sequence:
 // forced range 0, forced range 1, then the index list. Each step takes BN positions of that
 // sequence, gathers their K and V rows into swizzled shared-memory tiles with 16-byte
 // cp.async (positions past the end are zero-filled and masked), and runs
@@ -17,9 +19,10 @@
 
 namespace vecattn {
 
-template <int D, int BM, int BN>
+template <int D, int BM, int BN, int WARPS_>
 struct AttnShape {
-    static constexpr int WARPS = BM / 16;
+    static constexpr int WARPS = WARPS_;
+    static constexpr int WM = BM / (16 * WARPS);  // 16-row atoms per warp
     static constexpr int THREADS = WARPS * 32;
     static constexpr int RC = D / 8;  // 16-byte pieces per row
     static constexpr int Q_BYTES = BM * D * 2;
@@ -74,31 +77,56 @@ __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b
     return ks;
 }
 
-template <int BN, int THREADS>
-__device__ __forceinline__ void fill_positions(const KeySet &ks, int step, int *pos) {
-    for (int n = threadIdx.x; n < BN; n += THREADS) pos[n] = ks.position(step * BN + n);
+// Positions of one step; returns whether this thread saw a position that needs the mask
+// (past the end of the key set, or possibly after a row's causal limit `first_pos`).
+template <int BN, int THREADS, bool CAUSAL>
+__device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *pos, int first_pos) {
+    int need_mask = 0;
+    for (int n = threadIdx.x; n < BN; n += THREADS) {
+        int kp = ks.position(step * BN + n);
+        pos[n] = kp;
+        need_mask |= kp < 0 || (CAUSAL && kp > first_pos);
+    }
+    return need_mask;
 }
 
 // Gather BN rows (positions in `pos`, -1 = none) of one K or V head into a swizzled tile.
 template <int D, int BN, int THREADS>
-__device__ __forceinline__ void gather_rows(const elem_t *src, long long stride_s, const int *pos,
-                                            unsigned dst) {
+__device__ __forceinline__ void gather_rows(const elem_t *src, int stride_s, const int *pos, unsigned dst) {
+    // Each thread always copies the same 16-byte piece of every (THREADS / RC)-th row, so the
+    // piece offset and the swizzle are loop invariants; the row offset is one 32x32->64
+    // multiply (strides are below 2^31 elements, checked on the host).
     constexpr int RC = D / 8;
-    for (int idx = threadIdx.x; idx < BN * RC; idx += THREADS) {
-        int row = idx / RC, piece = idx % RC;
+    constexpr int ROWS_PER_PASS = THREADS / RC;
+    static_assert(THREADS % RC == 0, "a pass covers whole rows");
+    const int piece = threadIdx.x % RC, row0 = threadIdx.x / RC;
+    const elem_t *base = src + piece * 8;
+#pragma unroll
+    for (int row = row0; row < BN; row += ROWS_PER_PASS) {
         int kp = pos[row];
-        const elem_t *from = src + (kp >= 0 ? (long long)kp * stride_s + piece * 8 : 0);
+        const elem_t *from = base + (kp >= 0 ? (long long)kp * stride_s : 0);
         cp_async_16(dst + swizzle<RC>(row, piece), from, kp >= 0);
     }
     cp_async_commit();
 }
 
-template <int D, int PQ, int BM, int BN, bool CAUSAL, bool BF16>
+// A fragments of one 16x16 slice of Q (atom `atom` of this warp, columns 16 kk ..).
+template <int RC>
+__device__ __forceinline__ void load_q_frag(unsigned q_base, int row0, int kk, unsigned (&a)[4]) {
+    int lane = threadIdx.x & 31, m = lane >> 3;
+    int row = row0 + (m & 1) * 8 + (lane & 7);
+    ldmatrix_x4(q_base + swizzle<RC>(row, kk * 2 + (m >> 1)), a[0], a[1], a[2], a[3]);
+}
+
+template <int D, int PQ, int BM, int BN, int WARPS, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
-    using S = AttnShape<D, BM, BN>;
+    using S = AttnShape<D, BM, BN, WARPS>;
     constexpr int RC = S::RC;
-    constexpr int NT = BN / 8;    // S fragments per warp (n8 groups)
-    constexpr int DT = D / 8;     // O fragments per warp
+    constexpr int WM = S::WM;
+    constexpr int NT = BN / 8;    // S fragments per atom (n8 groups)
+    constexpr int DT = D / 8;     // O fragments per atom
+    constexpr bool Q_IN_REGS = WM == 1;
+    static_assert(WM == 1 || WM == 2, "one or two row atoms per warp");
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *q_tile = smem;
     unsigned char *k_tile = q_tile + S::Q_BYTES;
@@ -109,8 +137,10 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     const int h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (pb.heads_q / pb.heads_kv);
     constexpr int SPLIT = PQ / BM;
-    const int i = pb.qblock_begin + blockIdx.x / SPLIT;
-    const int t0 = i * PQ + (blockIdx.x % SPLIT) * BM;
+    // causal: later query blocks attend to more keys; launch them first (longest first)
+    const int cta = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const int i = pb.qblock_begin + cta / SPLIT;
+    const int t0 = i * PQ + (cta % SPLIT) * BM;
     const int t_end = min(min(t0 + BM, i * PQ + PQ), pb.seq_q);
     if (t0 >= t_end) return;
     const int shift = pb.seq_k - pb.seq_q;  // key position of local query t is t + shift
@@ -120,124 +150,155 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     const elem_t *v = (const elem_t *)pb.v + b * pb.v_stride_b + hk * pb.v_stride_h;
     const KeySet keys = block_keys<PQ, CAUSAL>(p, b, h, i, t_end - 1 + shift);
     const int steps = (keys.total() + BN - 1) / BN;
+    const int first_pos = t0 + shift;  // the smallest causal limit of the CTA's rows
+    const int k_stride = (int)pb.k_stride_s, v_stride = (int)pb.v_stride_s;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, c = lane & 3;  // fragment row group and column pair
+    const unsigned q_base = smem_addr(q_tile);
 
-    // Q tile -> registers (A fragments for every 16-wide slice of D)
     for (int idx = threadIdx.x; idx < BM * RC; idx += S::THREADS) {
         int row = idx / RC, piece = idx % RC;
         int t = t0 + row;
         const elem_t *from = q + (t < t_end ? (long long)t * pb.q_stride_s + piece * 8 : 0);
-        cp_async_16(smem_addr(q_tile) + swizzle<RC>(row, piece), from, t < t_end);
+        cp_async_16(q_base + swizzle<RC>(row, piece), from, t < t_end);
     }
     cp_async_commit();
+    int need_mask = 0;
     if (steps > 0) {
-        fill_positions<BN, S::THREADS>(keys, 0, positions);
-        __syncthreads();
-        gather_rows<D, BN, S::THREADS>(k, pb.k_stride_s, positions, smem_addr(k_tile));
+        need_mask = __syncthreads_or(fill_positions<BN, S::THREADS, CAUSAL>(keys, 0, positions, first_pos));
+        gather_rows<D, BN, S::THREADS>(k, k_stride, positions, smem_addr(k_tile));
     }
     cp_async_wait<0>();
     __syncthreads();
-    unsigned qf[D / 16][4];
+    unsigned qf[Q_IN_REGS ? D / 16 : 1][4];
+    if (Q_IN_REGS) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-        int m = lane >> 3;
-        int row = warp * 16 + (m & 1) * 8 + (lane & 7);
-        ldmatrix_x4(smem_addr(q_tile) + swizzle<RC>(row, kk * 2 + (m >> 1)), qf[kk][0], qf[kk][1],
-                    qf[kk][2], qf[kk][3]);
+        for (int kk = 0; kk < D / 16; ++kk) load_q_frag<RC>(q_base, warp * 16, kk, qf[Q_IN_REGS ? kk : 0]);
     }
 
-    float o[DT][4];
+    float o[WM][DT][4];
+    float row_max[WM][2], row_sum[WM][2];
+    int pos_row[WM][2];
 #pragma unroll
-    for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-    float row_max[2] = {-VA_INF, -VA_INF};
-    float row_sum[2] = {0.0f, 0.0f};
-    const int pos_row[2] = {t0 + warp * 16 + g + shift, t0 + warp * 16 + g + 8 + shift};
+    for (int w = 0; w < WM; ++w) {
+#pragma unroll
+        for (int j = 0; j < DT; ++j) o[w][j][0] = o[w][j][1] = o[w][j][2] = o[w][j][3] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            row_max[w][r] = -VA_INF;
+            row_sum[w][r] = 0.0f;
+            pos_row[w][r] = t0 + (warp * WM + w) * 16 + g + r * 8 + shift;
+        }
+    }
 
     for (int step = 0; step < steps; ++step) {
         int *pos = positions + (step & 1) * BN;
         int *pos_next = positions + ((step + 1) & 1) * BN;
         cp_async_wait<0>();
         __syncthreads();  // K(step) landed; everyone finished P V(step - 1)
-        gather_rows<D, BN, S::THREADS>(v, pb.v_stride_s, pos, smem_addr(v_tile));
-        if (step + 1 < steps) fill_positions<BN, S::THREADS>(keys, step + 1, pos_next);
+        gather_rows<D, BN, S::THREADS>(v, v_stride, pos, smem_addr(v_tile));
+        int next_mask = 0;
+        if (step + 1 < steps)
+            next_mask = fill_positions<BN, S::THREADS, CAUSAL>(keys, step + 1, pos_next, first_pos);
 
-        // S = Q K^T for this warp's 16 rows x BN keys
-        float s[NT][4];
+        // S = Q K^T for this warp's WM atoms x BN keys
+        float s[WM][NT][4];
 #pragma unroll
-        for (int j = 0; j < NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        for (int w = 0; w < WM; ++w)
+#pragma unroll
+            for (int j = 0; j < NT; ++j) s[w][j][0] = s[w][j][1] = s[w][j][2] = s[w][j][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
+            unsigned a[WM][4];
+#pragma unroll
+            for (int w = 0; w < WM; ++w) {
+                if (Q_IN_REGS) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) a[w][e] = qf[Q_IN_REGS ? kk : 0][e];
+                } else {
+                    load_q_frag<RC>(q_base, (warp * WM + w) * 16, kk, a[w]);
+                }
+            }
 #pragma unroll
             for (int np = 0; np < BN / 16; ++np) {
                 int m = lane >> 3;
                 int row = np * 16 + (m >> 1) * 8 + (lane & 7);
                 unsigned b0, b1, b2, b3;
                 ldmatrix_x4(smem_addr(k_tile) + swizzle<RC>(row, kk * 2 + (m & 1)), b0, b1, b2, b3);
-                mma_16816<BF16>(s[2 * np], qf[kk], b0, b1);
-                mma_16816<BF16>(s[2 * np + 1], qf[kk], b2, b3);
+#pragma unroll
+                for (int w = 0; w < WM; ++w) {
+                    mma_16816<BF16>(s[w][2 * np], a[w], b0, b1);
+                    mma_16816<BF16>(s[w][2 * np + 1], a[w], b2, b3);
+                }
             }
         }
 
-        // mask, then the online softmax in log2 units
-        float step_max[2] = {-VA_INF, -VA_INF};
+        // mask (only when some key of the step may be invalid or past a causal limit), then
+        // the online softmax in log2 units
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
+        for (int w = 0; w < WM; ++w) {
+            float step_max[2] = {-VA_INF, -VA_INF};  // in raw score units (scale > 0)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                int kp = pos[j * 8 + 2 * c + (e & 1)];
-                int r = e >> 1;
-                bool ok = kp >= 0 && (!CAUSAL || kp <= pos_row[r]);
-                float x = ok ? s[j][e] * p.scale_log2 : -VA_INF;
-                s[j][e] = x;
-                step_max[r] = fmaxf(step_max[r], x);
+            for (int j = 0; j < NT; ++j) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (need_mask) {
+                        int kp = pos[j * 8 + 2 * c + (e & 1)];
+                        if (kp < 0 || (CAUSAL && kp > pos_row[w][e >> 1])) s[w][j][e] = -VA_INF;
+                    }
+                    step_max[e >> 1] = fmaxf(step_max[e >> 1], s[w][j][e]);
+                }
             }
-        }
-        float scale_old[2];
+            float scale_old[2], bias[2];
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 1));
-            step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 2));
-            float m_new = fmaxf(row_max[r], step_max[r]);
-            float m_use = m_new == -VA_INF ? 0.0f : m_new;  // a row with no key yet: no NaN
-            scale_old[r] = exp2_approx(row_max[r] - m_use);
-            row_max[r] = m_new;
-            step_max[r] = m_use;
-        }
-        float step_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float pe = exp2_approx(s[j][e] - step_max[e >> 1]);
-                s[j][e] = pe;
-                step_sum[e >> 1] += pe;
+            for (int r = 0; r < 2; ++r) {
+                step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 1));
+                step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 2));
+                float m_new = fmaxf(row_max[w][r], step_max[r]);
+                float m_use = m_new == -VA_INF ? 0.0f : m_new;  // a row with no key yet: no NaN
+                scale_old[r] = exp2_approx((row_max[w][r] - m_use) * p.scale_log2);
+                row_max[w][r] = m_new;
+                bias[r] = -m_use * p.scale_log2;
             }
-        }
+            float step_sum[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * scale_old[r] + step_sum[r];
+            for (int j = 0; j < NT; ++j) {
 #pragma unroll
-        for (int j = 0; j < DT; ++j) {
-            o[j][0] *= scale_old[0];
-            o[j][1] *= scale_old[0];
-            o[j][2] *= scale_old[1];
-            o[j][3] *= scale_old[1];
+                for (int e = 0; e < 4; ++e) {
+                    float pe = exp2_approx(fmaf(s[w][j][e], p.scale_log2, bias[e >> 1]));
+                    s[w][j][e] = pe;
+                    step_sum[e >> 1] += pe;
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) row_sum[w][r] = row_sum[w][r] * scale_old[r] + step_sum[r];
+#pragma unroll
+            for (int j = 0; j < DT; ++j) {
+                o[w][j][0] *= scale_old[0];
+                o[w][j][1] *= scale_old[0];
+                o[w][j][2] *= scale_old[1];
+                o[w][j][3] *= scale_old[1];
+            }
         }
 
         cp_async_wait<0>();
-        __syncthreads();  // V(step) landed; everyone finished reading K(step); pos_next written
+        // V(step) landed; everyone finished reading K(step); pos_next written
+        need_mask = __syncthreads_or(next_mask);
         if (step + 1 < steps)
-            gather_rows<D, BN, S::THREADS>(k, pb.k_stride_s, pos_next, smem_addr(k_tile));
+            gather_rows<D, BN, S::THREADS>(k, k_stride, pos_next, smem_addr(k_tile));
 
         // O += P V, P straight from the S fragments
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
-            unsigned a[4];
-            a[0] = pack2<BF16>(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack2<BF16>(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack2<BF16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack2<BF16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            unsigned a[WM][4];
+#pragma unroll
+            for (int w = 0; w < WM; ++w) {
+                a[w][0] = pack2<BF16>(s[w][2 * kk][0], s[w][2 * kk][1]);
+                a[w][1] = pack2<BF16>(s[w][2 * kk][2], s[w][2 * kk][3]);
+                a[w][2] = pack2<BF16>(s[w][2 * kk + 1][0], s[w][2 * kk + 1][1]);
+                a[w][3] = pack2<BF16>(s[w][2 * kk + 1][2], s[w][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < D / 16; ++dp) {
                 int m = lane >> 3;
@@ -245,8 +306,11 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
                 unsigned b0, b1, b2, b3;
                 ldmatrix_x4_trans(smem_addr(v_tile) + swizzle<RC>(row, dp * 2 + (m >> 1)), b0, b1,
                                   b2, b3);
-                mma_16816<BF16>(o[2 * dp], a, b0, b1);
-                mma_16816<BF16>(o[2 * dp + 1], a, b2, b3);
+#pragma unroll
+                for (int w = 0; w < WM; ++w) {
+                    mma_16816<BF16>(o[w][2 * dp], a[w], b0, b1);
+                    mma_16816<BF16>(o[w][2 * dp + 1], a[w], b2, b3);
+                }
             }
         }
     }
@@ -254,21 +318,24 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     // epilogue: normalise, write O (and the log-sum-exp)
     elem_t *out = (elem_t *)p.o + b * p.o_stride_b + h * p.o_stride_h;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float l = row_sum[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        int t = t0 + warp * 16 + g + r * 8;
-        if (t < t_end) {
-            elem_t *orow = out + (long long)t * p.o_stride_s;
+    for (int w = 0; w < WM; ++w) {
 #pragma unroll
-            for (int j = 0; j < DT; ++j)
-                *(unsigned *)(orow + j * 8 + 2 * c) =
-                    pack2<BF16>(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
-            if (p.lse && c == 0) {
-                float lse = l > 0.0f ? (row_max[r] + __log2f(l)) * 0.69314718055994531f : -VA_INF;
-                p.lse[(long long)(b * pb.heads_q + h) * pb.seq_q + t] = lse;
+        for (int r = 0; r < 2; ++r) {
+            float l = row_sum[w][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            int t = t0 + (warp * WM + w) * 16 + g + r * 8;
+            if (t < t_end) {
+                elem_t *orow = out + (long long)t * p.o_stride_s;
+#pragma unroll
+                for (int j = 0; j < DT; ++j)
+                    *(unsigned *)(orow + j * 8 + 2 * c) =
+                        pack2<BF16>(o[w][j][2 * r] * inv, o[w][j][2 * r + 1] * inv);
+                if (p.lse && c == 0) {
+                    float lse = l > 0.0f ? row_max[w][r] * p.scale_log2 * 0.69314718055994531f + __logf(l) : -VA_INF;
+                    p.lse[(long long)(b * pb.heads_q + h) * pb.seq_q + t] = lse;
+                }
             }
         }
     }

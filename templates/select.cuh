@@ -2,11 +2,14 @@
 // key, the MinP-gap rule inside tiles of Gk*Bk keys, kept key positions written in
 // ascending order. Semantics: shared/spec/vector-sparse-attention.md.
 //
-// One CTA takes ROWS pooled query rows of one (batch, head) and walks the keys in chunks of
-// KC keys (whole Bk slices). Per chunk: 16-byte cp.async of the K rows into a swizzled tile,
-// fp32 scores for ROWS x KC pairs into shared memory, then one warp per row applies the rule
-// slice by slice, carrying the tile's running max across chunks. Every dot product is a
-// sequential fp32 FMA chain over d, so results do not depend on ROWS or the CTA shape.
+// One CTA (4 warps) takes ROWS pooled query rows of one (batch, head) and walks the keys in
+// chunks of KC keys (whole Bk slices), double-buffered with 16-byte cp.async into swizzled
+// tiles. Per chunk the scores of ROWS x KC pairs come from the tensor cores (mma.sync
+// m16n8k16, fp32 accumulation; the pooled queries are dtype numbers, so they are exact A
+// operands) into shared memory; then one warp per row applies the rule slice by slice,
+// carrying the tile's running max across chunks. Warps split the chunk as WARPS_M x WARPS_N
+// (16 rows x KC / WARPS_N keys each); every score is the same chain of mma over d whatever
+// the split, so results do not depend on ROWS.
 // The count pass writes per-row counts; scan_body turns them into offsets; the fill pass
 // recomputes the same decisions and writes the indices at those offsets.
 #pragma once
@@ -19,95 +22,103 @@ namespace vecattn {
 
 constexpr int kSelectThreads = 128;
 
-template <int D, int BK>
+template <int D, int BK, int ROWS>
 struct SelectShape {
     static constexpr int KC = BK > 64 ? BK : 64;         // keys per chunk: whole slices
     static constexpr int RC = D / 8;                     // 16-byte pieces per key row
-    static constexpr int GROUPS = kSelectThreads / KC;   // row groups of the score step
     static constexpr int E = BK > 32 ? BK / 32 : 1;      // keys per lane per step
     static constexpr int STEP = 32 * E;                  // keys per warp step
     static constexpr int SEG = BK < 32 ? BK : 32;        // lanes sharing one slice
+    static constexpr int WARPS_M = ROWS / 16;            // warps along rows (16 rows each)
+    static constexpr int WARPS_N = 4 / WARPS_M;          // warps along the chunk's keys
+    static constexpr int KW = KC / WARPS_N;              // keys per warp
+    static constexpr int NT = KW / 8;                    // n8 tiles per warp
+    static constexpr int SC_STRIDE = KC + 4;             // floats per score row (padded)
+    static constexpr int Q_BYTES = ROWS * D * 2;
+    static constexpr int K_BYTES = KC * D * 2;           // one of the two key buffers
 };
 
-// Pooled, scaled queries of the CTA's rows into qs[ROWS][D] (fp32 values of dtype numbers):
+// Pooled, scaled queries of the CTA's rows into the swizzled dtype tile q_tile[ROWS][D]:
 // the mean in fp32 (sequential adds over the block's rows), rounded to the input dtype,
-// then scaled and rounded again, exactly as the spec says.
+// then scaled and rounded again, exactly as the spec says. Rows past the chunk are zero.
 template <int D, int PQ, bool BF16, int ROWS>
 __device__ __forceinline__ void pool_rows(const vecattn_problem &pb, const elem_t *q, int row0,
-                                          int nrows, float *qs) {
+                                          int nrows, unsigned char *q_tile) {
     for (int idx = threadIdx.x; idx < ROWS * D; idx += kSelectThreads) {
         int r = idx / D, d = idx % D;
-        float val = 0.0f;
+        elem_t val = 0;
         if (r < nrows) {
             int t0 = (pb.qblock_begin + row0 + r) * PQ;
             int t1 = min(t0 + PQ, pb.seq_q);
+            const elem_t *col = q + (long long)t0 * pb.q_stride_s + d;
             float sum = 0.0f;
-            for (int t = t0; t < t1; ++t) sum += to_float<BF16>(q[(long long)t * pb.q_stride_s + d]);
+#pragma unroll 8
+            for (int t = 0; t < t1 - t0; ++t) sum += to_float<BF16>(col[(long long)t * pb.q_stride_s]);
             float mean = sum / (float)(t1 - t0);
             float qbar = to_float<BF16>(from_float<BF16>(mean));
-            val = to_float<BF16>(from_float<BF16>(qbar * pb.scale));
+            val = from_float<BF16>(qbar * pb.scale);
         }
-        qs[idx] = val;
+        *(elem_t *)(q_tile + swizzle<D / 8>(r, d / 8) + (d % 8) * 2) = val;
     }
 }
 
-template <int D, int BK>
+template <int D, int KC>
 __device__ __forceinline__ void load_key_chunk(const elem_t *k, long long stride_s, int c0, int seq_k,
                                                unsigned char *ks) {
-    using S = SelectShape<D, BK>;
+    constexpr int RC = D / 8;
     unsigned base = smem_addr(ks);
-    for (int idx = threadIdx.x; idx < S::KC * S::RC; idx += kSelectThreads) {
-        int row = idx / S::RC, piece = idx % S::RC;
+    for (int idx = threadIdx.x; idx < KC * RC; idx += kSelectThreads) {
+        int row = idx / RC, piece = idx % RC;
         int key = c0 + row;
         bool valid = key < seq_k;
         const elem_t *src = k + (valid ? (long long)key * stride_s + piece * 8 : 0);
-        cp_async_16(base + swizzle<S::RC>(row, piece), src, valid);
+        cp_async_16(base + swizzle<RC>(row, piece), src, valid);
     }
     cp_async_commit();
-    cp_async_wait<0>();
 }
 
-// Scores of ROWS rows x KC keys into sc[ROWS][KC]; -inf where the key is not a candidate of
-// the row, so it takes part in neither the max nor the selection.
+// Scores of ROWS rows x KC keys into sc[ROWS][SC_STRIDE]; -inf where the key is not a
+// candidate of the row, so it takes part in neither the max nor the selection.
 template <int D, int PQ, int BK, bool CAUSAL, bool BF16, int ROWS>
-__device__ __forceinline__ void score_chunk(const vecattn_problem &pb, const float *qs,
+__device__ __forceinline__ void score_chunk(const vecattn_problem &pb, const unsigned (&qf)[D / 16][4],
                                             const unsigned char *ks, int c0, int row0, int nrows,
                                             float *sc) {
-    using S = SelectShape<D, BK>;
-    constexpr int RPT = ROWS / S::GROUPS;  // rows per thread
-    int kk = threadIdx.x % S::KC, g = threadIdx.x / S::KC;
-    float acc[RPT];
+    using S = SelectShape<D, BK, ROWS>;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm = warp % S::WARPS_M, wn = warp / S::WARPS_M;
+    float acc[S::NT][4];
 #pragma unroll
-    for (int r = 0; r < RPT; ++r) acc[r] = 0.0f;
-#pragma unroll 4
-    for (int piece = 0; piece < S::RC; ++piece) {
-        uint4 kv = *(const uint4 *)(ks + swizzle<S::RC>(kk, piece));
-        float kf[8];
-        unpack2<BF16>(kv.x, kf[0], kf[1]);
-        unpack2<BF16>(kv.y, kf[2], kf[3]);
-        unpack2<BF16>(kv.z, kf[4], kf[5]);
-        unpack2<BF16>(kv.w, kf[6], kf[7]);
+    for (int j = 0; j < S::NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    const unsigned kbase = smem_addr(ks);
 #pragma unroll
-        for (int r = 0; r < RPT; ++r) {
-            const float4 *qp = (const float4 *)(qs + (g + r * S::GROUPS) * D + piece * 8);
-            float4 qa = qp[0], qb = qp[1];
-            float a = acc[r];
-            a = fmaf(qa.x, kf[0], a); a = fmaf(qa.y, kf[1], a);
-            a = fmaf(qa.z, kf[2], a); a = fmaf(qa.w, kf[3], a);
-            a = fmaf(qb.x, kf[4], a); a = fmaf(qb.y, kf[5], a);
-            a = fmaf(qb.z, kf[6], a); a = fmaf(qb.w, kf[7], a);
-            acc[r] = a;
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+        for (int np = 0; np < S::NT / 2; ++np) {
+            int m = lane >> 3;
+            int row = wn * S::KW + np * 16 + (m >> 1) * 8 + (lane & 7);
+            unsigned b0, b1, b2, b3;
+            ldmatrix_x4(kbase + swizzle<S::RC>(row, kk * 2 + (m & 1)), b0, b1, b2, b3);
+            mma_16816<BF16>(acc[2 * np], qf[kk], b0, b1);
+            mma_16816<BF16>(acc[2 * np + 1], qf[kk], b2, b3);
         }
     }
-    int key = c0 + kk;
+    const int g = lane >> 2, c = lane & 3;
 #pragma unroll
-    for (int r = 0; r < RPT; ++r) {
-        int row = g + r * S::GROUPS;
+    for (int r = 0; r < 2; ++r) {
+        int row = wm * 16 + g + r * 8;
         int i = pb.qblock_begin + row0 + row;
         int lo = CAUSAL ? PQ : 0;
         int hi = CAUSAL ? min(i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
-        bool cand = row < nrows && key >= lo && key < hi;
-        sc[row * S::KC + kk] = cand ? acc[r] : -VA_INF;
+        if (row >= nrows) hi = lo;  // padding rows have no candidates
+#pragma unroll
+        for (int j = 0; j < S::NT; ++j) {
+            int col = wn * S::KW + j * 8 + 2 * c;
+            int key = c0 + col;
+            float2 v;
+            v.x = key >= lo && key < hi ? acc[j][2 * r] : -VA_INF;
+            v.y = key + 1 >= lo && key + 1 < hi ? acc[j][2 * r + 1] : -VA_INF;
+            *(float2 *)(sc + row * S::SC_STRIDE + col) = v;
+        }
     }
 }
 
@@ -119,15 +130,20 @@ struct RowState {
 };
 
 // Apply the MinP-gap rule to one row's scores of a chunk, slice by slice, appending kept
-// keys (FILL) in ascending order. Executed by a whole warp.
+// keys (FILL) in ascending order. Executed by a whole warp, STEP keys at a time: the slice
+// max comes from a butterfly inside each SEG-lane segment, the running max of the tile
+// from a scan over the segments. When tiles are multiples of STEP keys (the usual case,
+// known at compile time) a step lies inside one tile and needs no per-lane tile ids.
 template <int BK, int GK, bool FILL>
 __device__ __forceinline__ void select_row_chunk(const float *sc_row, int c0, float gap,
                                                  RowState &st, int *out, long long out_room) {
-    using S = SelectShape<64, BK>;
+    using S = SelectShape<64, BK, 16>;
     constexpr int KC = S::KC;
+    constexpr int TILE = GK * BK;
+    constexpr bool UNIFORM = TILE % S::STEP == 0;
     const int lane = threadIdx.x & 31;
     const unsigned lt_mask = (1u << lane) - 1u;
-#pragma unroll 1
+#pragma unroll
     for (int step = 0; step < KC; step += S::STEP) {
         float s[S::E];
         float v = -VA_INF;
@@ -137,14 +153,13 @@ __device__ __forceinline__ void select_row_chunk(const float *sc_row, int c0, fl
             v = fmaxf(v, s[e]);
         }
         v = warp_max(v, S::SEG);  // the slice's max, in every lane of the slice
-        int tile = (c0 + step + lane) / (GK * BK);
-        // inclusive running max over the earlier slices of the same tile
-        float m = v;
+        const int tile = (c0 + step + (UNIFORM ? 0 : lane)) / TILE;
+        float m = v;  // becomes the running max over the tile's slices up to this lane's
 #pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
+        for (int o = S::SEG; o < 32; o <<= 1) {
             float mo = __shfl_up_sync(0xffffffffu, m, o);
-            int to = __shfl_up_sync(0xffffffffu, tile, o);
-            if (lane >= o && to == tile) m = fmaxf(m, mo);
+            bool same = UNIFORM || __shfl_up_sync(0xffffffffu, tile, o) == tile;
+            if (lane >= o && same) m = fmaxf(m, mo);
         }
         if (tile == st.tile) m = fmaxf(m, st.m);
         int base = st.count;
@@ -160,39 +175,52 @@ __device__ __forceinline__ void select_row_chunk(const float *sc_row, int c0, fl
         }
         st.count = base;
         st.m = __shfl_sync(0xffffffffu, m, 31);
-        st.tile = __shfl_sync(0xffffffffu, tile, 31);
+        st.tile = UNIFORM ? tile : __shfl_sync(0xffffffffu, tile, 31);
     }
 }
 
 template <int D, int PQ, int BK, int GK, bool CAUSAL, bool BF16, int ROWS, bool FILL>
 __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
-    using S = SelectShape<D, BK>;
-    static_assert(ROWS % S::GROUPS == 0, "rows must split over the score groups");
-    static_assert(ROWS % 4 == 0, "rows must split over the 4 warps");
+    using S = SelectShape<D, BK, ROWS>;
+    static_assert(ROWS == 16 || ROWS == 32 || ROWS == 64, "16, 32 or 64 pooled rows per CTA");
     constexpr int ROWS_PER_WARP = ROWS / 4;
     extern __shared__ __align__(128) unsigned char smem[];
-    float *qs = (float *)smem;
-    unsigned char *ks = smem + ROWS * D * 4;
-    float *sc = (float *)(ks + S::KC * D * 2);
+    unsigned char *q_tile = smem;
+    unsigned char *k_bufs = smem + S::Q_BYTES;  // two key buffers of K_BYTES
+    float *sc = (float *)(smem + S::Q_BYTES + 2 * S::K_BYTES);
 
     const vecattn_problem &pb = p.pb;
     const int h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (pb.heads_q / pb.heads_kv);
-    const int row0 = blockIdx.x * ROWS;
+    // causal: the last rows have the most candidates; start them first so that short CTAs
+    // fill the tail of the grid
+    const int row0 = (CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * ROWS;
     const int nrows = min(ROWS, pb.qblock_count - row0);
     const elem_t *q = (const elem_t *)pb.q + b * pb.q_stride_b + h * pb.q_stride_h;
     const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;
     const float gap = p.gaps_per_head ? p.gaps[h] : p.gap;
     const long long row_base = (long long)(b * pb.heads_q + h) * pb.qblock_count + row0;
 
-    pool_rows<D, PQ, BF16, ROWS>(pb, q, row0, nrows, qs);
-
     // keys that any row of this CTA may select
     const int lo = CAUSAL ? PQ : 0;
     const int last_i = pb.qblock_begin + row0 + nrows - 1;
     const int hi = CAUSAL ? min(last_i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
+    const int c_first = (lo / S::KC) * S::KC;
+    const int chunks = hi > c_first ? (hi - c_first + S::KC - 1) / S::KC : 0;
 
-    const int warp = threadIdx.x >> 5;
+    if (chunks > 0) load_key_chunk<D, S::KC>(k, pb.k_stride_s, c_first, pb.seq_k, k_bufs);
+    pool_rows<D, PQ, BF16, ROWS>(pb, q, row0, nrows, q_tile);
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    unsigned qf[D / 16][4];  // this warp's 16 pooled rows as A fragments
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        int m = lane >> 3;
+        int row = (warp % S::WARPS_M) * 16 + (m & 1) * 8 + (lane & 7);
+        ldmatrix_x4(smem_addr(q_tile) + swizzle<S::RC>(row, kk * 2 + (m >> 1)), qf[kk][0], qf[kk][1],
+                    qf[kk][2], qf[kk][3]);
+    }
+
     RowState st[ROWS_PER_WARP];
     long long out_at[ROWS_PER_WARP];
 #pragma unroll
@@ -203,23 +231,28 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
         out_at[w] = FILL && warp + 4 * w < nrows ? p.offsets[row_base + warp + 4 * w] : 0;
     }
 
-    for (int c0 = (lo / S::KC) * S::KC; c0 < hi; c0 += S::KC) {
-        __syncthreads();  // the previous chunk's tiles are no longer read
-        load_key_chunk<D, BK>(k, pb.k_stride_s, c0, pb.seq_k, ks);
-        __syncthreads();
-        score_chunk<D, PQ, BK, CAUSAL, BF16, ROWS>(pb, qs, ks, c0, row0, nrows, sc);
+    for (int ci = 0; ci < chunks; ++ci) {
+        const int c0 = c_first + ci * S::KC;
+        if (ci + 1 < chunks) {
+            load_key_chunk<D, S::KC>(k, pb.k_stride_s, c0 + S::KC, pb.seq_k, k_bufs + ((ci + 1) & 1) * S::K_BYTES);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // chunk ci landed; the previous chunk's scores are no longer read
+        score_chunk<D, PQ, BK, CAUSAL, BF16, ROWS>(pb, qf, k_bufs + (ci & 1) * S::K_BYTES, c0, row0, nrows, sc);
         __syncthreads();
 #pragma unroll
         for (int w = 0; w < ROWS_PER_WARP; ++w) {
             int row = warp + 4 * w;
             if (row < nrows) {
                 long long room = p.indices_capacity - out_at[w];
-                select_row_chunk<BK, GK, FILL>(sc + row * S::KC, c0, gap, st[w],
+                select_row_chunk<BK, GK, FILL>(sc + row * S::SC_STRIDE, c0, gap, st[w],
                                                p.indices + out_at[w], room);
             }
         }
     }
-    if ((threadIdx.x & 31) == 0) {
+    if (lane == 0) {
 #pragma unroll
         for (int w = 0; w < ROWS_PER_WARP; ++w)
             if (warp + 4 * w < nrows) p.counts[row_base + warp + 4 * w] = st[w].count;
