@@ -87,8 +87,8 @@ static char *module_name(const va_kernel_spec *s) {
                  s->pq, s->bk, s->gk, s->causal, dtype_name(s->dtype), s->select_rows,
                  va_arch_target(s->arch));
     else
-        snprintf(name, sizeof name, "attn_d%d_pq%d_bm%d_bn%d_w%d_causal%d_%s_%s", s->head_dim, s->pq,
-                 s->block_m, s->block_n, s->warps, s->causal, dtype_name(s->dtype),
+        snprintf(name, sizeof name, "attn_d%d_pq%d_bm%d_bn%d_w%d_q%d_o%d_causal%d_%s_%s", s->head_dim, s->pq,
+                 s->block_m, s->block_n, s->warps, s->q_in_smem, s->ctas_per_sm, s->causal, dtype_name(s->dtype),
                  va_arch_target(s->arch));
     return strdup(name);
 }
@@ -144,10 +144,16 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
                   "extern \"C\" __global__ void __launch_bounds__(vecattn::kScanThreads) "
                   "scan(const vecattn_scan_params p) {\n    vecattn::scan_body(p);\n}\n");
     } else {
+        char bounds[32];
+        if (s->ctas_per_sm > 0)
+            snprintf(bounds, sizeof bounds, "%d, %d", va_spec_threads(s), s->ctas_per_sm);
+        else
+            snprintf(bounds, sizeof bounds, "%d", va_spec_threads(s));
         sb_printf(sb,
-                  "extern \"C\" __global__ void __launch_bounds__(%d) attention(const vecattn_attn_params p) {\n"
-                  "    vecattn::attention_body<%d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
-                  va_spec_threads(s), s->head_dim, s->pq, s->block_m, s->block_n, s->warps, causal, bf16);
+                  "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
+                  "    vecattn::attention_body<%d, %d, %d, %d, %d, %s, %s, %s>(p);\n}\n",
+                  bounds, s->head_dim, s->pq, s->block_m, s->block_n, s->warps,
+                  s->q_in_smem ? "true" : "false", causal, bf16);
     }
 }
 

@@ -33,6 +33,10 @@ typedef struct va_kernel_spec {
     int block_m;              /* query rows per CTA: divides pq */
     int block_n;              /* keys per inner step: 32 or 64 */
     int warps;                /* warps per CTA: block_m = 16 * warps * (1 or 2 row atoms per warp) */
+    int q_in_smem;            /* 1: re-read Q fragments from shared memory every step (fewer
+                                 registers); 0: keep them in registers (one row atom per warp) */
+    int ctas_per_sm;          /* 0, or the CTAs per SM the compiler must fit (__launch_bounds__
+                                 minimum: caps registers at 64K / (threads * ctas_per_sm)) */
 } va_kernel_spec;
 
 /* Generated module: owned strings, freed with va_generated_free(). */

@@ -41,6 +41,9 @@ void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dty
     spec->block_m = pq < 64 ? pq : 64;
     spec->block_n = 64;
     spec->warps = spec->block_m / 16;
+    /* Measured on an H200 (bench/NOTES.md, v3): three CTAs per SM, which fits only with Q
+    ** re-read from shared memory, gains 16% non-causal at D 128; D 64 is indifferent. */
+    if (head_dim == 128) spec->q_in_smem = 1, spec->ctas_per_sm = 3;
 }
 
 const char *va_arch_target(int arch) {
@@ -111,6 +114,12 @@ static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, siz
         return BAD("block_m %d must be 16, 32, 64 or 128 and divide pq %d", s->block_m, s->pq);
     if (s->block_n != 32 && s->block_n != 64)
         return BAD("block_n %d is not 32 or 64", s->block_n);
+    if (s->q_in_smem != 0 && s->q_in_smem != 1) return BAD("q_in_smem %d is not 0 or 1", s->q_in_smem);
+    if (s->block_m == 32 * s->warps && !s->q_in_smem)
+        return BAD("q_in_smem 0 with two row atoms per warp (block_m %d, warps %d): Q is always re-read",
+                   s->block_m, s->warps);
+    if (s->ctas_per_sm < 0 || s->ctas_per_sm > 8)
+        return BAD("ctas_per_sm %d is not in 0..8", s->ctas_per_sm);
     if (!is_pow2_between(s->warps, 1, 8) ||
         (s->block_m != 16 * s->warps && s->block_m != 32 * s->warps))
         return BAD("warps %d: block_m %d must be 16 or 32 rows per warp", s->warps, s->block_m);
@@ -144,6 +153,8 @@ static const tile_field tile_fields[] = {
     {"block_m", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, block_m)},
     {"block_n", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, block_n)},
     {"warps", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, warps)},
+    {"q_in_smem", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, q_in_smem)},
+    {"ctas_per_sm", VA_KERNEL_ATTENTION, offsetof(va_kernel_spec, ctas_per_sm)},
 };
 enum { N_TILE_FIELDS = (int)(sizeof tile_fields / sizeof tile_fields[0]) };
 
@@ -175,7 +186,7 @@ vecattn_status va_spec_tiles_parse(va_kernel_spec *s, const char *text, char *ms
         if (!f) return BAD("tiles \"%s\": unknown parameter \"%.*s\"", text, (int)name_len, p);
         char *end;
         long v = strtol(eq + 1, &end, 10);
-        if (end == eq + 1 || (*end && *end != ',') || v < 1 || v > 1 << 20)
+        if (end == eq + 1 || (*end && *end != ',') || v < 0 || v > 1 << 20)
             return BAD("tiles \"%s\": bad value for %s", text, f->name);
         *field_ptr(s, f) = (int)v;
         p = *end ? end + 1 : end;
@@ -204,9 +215,12 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
     }
     for (int bm = 16; bm <= 128; bm *= 2)
         for (int bn = 32; bn <= 64; bn *= 2)
-            for (int warps = 1; warps <= 8; warps *= 2) {
-                s.block_m = bm, s.block_n = bn, s.warps = warps;
-                add_if_valid(&s, out, max, &n);
-            }
+            for (int warps = 1; warps <= 8; warps *= 2)
+                for (int ctas = 0; ctas <= 3; ctas += ctas ? 1 : 2) /* 0, 2, 3 */
+                    for (int q_smem = 0; q_smem <= 1; ++q_smem) {
+                        s.block_m = bm, s.block_n = bn, s.warps = warps, s.ctas_per_sm = ctas;
+                        s.q_in_smem = q_smem || bm == 32 * warps;  /* two atoms: always */
+                        if (q_smem || !s.q_in_smem) add_if_valid(&s, out, max, &n);
+                    }
     return n;
 }

@@ -80,6 +80,8 @@ static vecattn_status load_kernels(vecattn_ctx *ctx, const vecattn_prefill_args 
     return st;
 }
 
+static int64_t chunk_capacity(const vecattn_prefill_args *a, int begin, int rows);
+
 /* ---- the two stages -------------------------------------------------------------------------- */
 
 typedef struct csr_buffers {
@@ -87,14 +89,19 @@ typedef struct csr_buffers {
     int64_t capacity;
 } csr_buffers;
 
+/* Selection of query blocks [qb_begin, qb_begin + qb_count). Modes: SELECT_COUNT (counts and
+** offsets only), SELECT_CSR (count, scan, fill: compact lists), SELECT_SLOTS (fill alone, each
+** row's list at the start of its worst-case slot; buf->capacity must cover every slot). */
+enum { SELECT_COUNT, SELECT_CSR, SELECT_SLOTS };
+
 static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, const vecattn_prefill_args *a,
-                                       int qb_begin, int qb_count, const csr_buffers *buf, int fill,
+                                       int qb_begin, int qb_count, const csr_buffers *buf, int mode,
                                        CUstream stream) {
     vecattn_select_params sp;
     memset(&sp, 0, sizeof sp);
     fill_problem(&sp.pb, a, qb_begin, qb_count);
     sp.counts = (int *)buf->counts;
-    sp.offsets = (const long long *)buf->offsets;
+    sp.offsets = (long long *)buf->offsets;
     sp.indices = (int *)buf->indices;
     sp.indices_capacity = buf->capacity;
     sp.gap = threshold_gap(a->threshold);
@@ -106,13 +113,18 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
     unsigned gx = (unsigned)((qb_count + s->select_rows - 1) / s->select_rows);
     unsigned threads = (unsigned)va_spec_threads(s);
     size_t smem = va_spec_smem_bytes(s);
-    vecattn_status st = va_launch(ctx, kn->count, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem,
-                                  stream, &sp, sizeof sp);
-    if (st != VECATTN_OK) return st;
-    vecattn_scan_params scan = {(const int *)buf->counts, (long long *)buf->offsets,
-                                a->batch * a->heads_q * qb_count};
-    if ((st = va_launch(ctx, kn->scan, 1, 1, 1, 1024, 0, stream, &scan, sizeof scan))) return st;
-    if (!fill) return VECATTN_OK;
+    if (mode == SELECT_SLOTS) {
+        sp.slot_offsets = 1;
+        sp.slot_stride = chunk_capacity(a, qb_begin, qb_count) / ((int64_t)a->batch * a->heads_q);
+    } else {
+        vecattn_status st = va_launch(ctx, kn->count, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads,
+                                      smem, stream, &sp, sizeof sp);
+        if (st != VECATTN_OK) return st;
+        vecattn_scan_params scan = {(const int *)buf->counts, (long long *)buf->offsets,
+                                    a->batch * a->heads_q * qb_count};
+        if ((st = va_launch(ctx, kn->scan, 1, 1, 1, 1024, 0, stream, &scan, sizeof scan))) return st;
+        if (mode == SELECT_COUNT) return VECATTN_OK;
+    }
     return va_launch(ctx, kn->fill, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
                      sizeof sp);
 }
@@ -251,7 +263,7 @@ static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_arg
         int rows = chunk_rows(a, begin);
         csr_buffers buf;
         st = reserve_csr(ctx, a, rows, chunk_capacity(a, begin, rows), &buf);
-        if (st == VECATTN_OK) st = launch_selection(ctx, &kn, a, begin, rows, &buf, 1, stream);
+        if (st == VECATTN_OK) st = launch_selection(ctx, &kn, a, begin, rows, &buf, SELECT_SLOTS, stream);
         if (st == VECATTN_OK)
             st = launch_attention(ctx, &kn, a, begin, rows, VECATTN_KEYS_SPEC, NULL, &buf, stream);
         if (st == VECATTN_OK && a->sparsity_out)
@@ -302,7 +314,7 @@ vecattn_status vecattn_select(vecattn_ctx *ctx, const vecattn_prefill_args *a, c
     if (st == VECATTN_OK) {
         buf = (csr_buffers){(CUdeviceptr)sel->counts, (CUdeviceptr)sel->offsets, (CUdeviceptr)sel->indices,
                             sel->indices ? sel->indices_capacity : 0};
-        st = launch_selection(ctx, &kn, a, 0, rows, &buf, sel->indices != NULL, s);
+        st = launch_selection(ctx, &kn, a, 0, rows, &buf, sel->indices ? SELECT_CSR : SELECT_COUNT, s);
     }
     if (st == VECATTN_OK && total_out) {
         st = read_total(ctx, &buf, (int64_t)a->batch * a->heads_q * rows, s, total_out);

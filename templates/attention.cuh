@@ -3,8 +3,8 @@
 //
 // One CTA computes BM query rows of one query block (BM divides Pq) with WARPS warps, each
 // owning WM = BM / (16 * WARPS) row atoms of 16 rows: two atoms per warp reuse every K and V
-// fragment read from shared memory twice. Q stays in registers with one atom and is re-read
-// from shared memory with two (registers go to the two accumulators instead). The key set of the block is walked as one virtual sequence:
+// fragment read from shared memory twice. Q stays in registers with one atom unless
+// Q_IN_SMEM, and is re-read from shared memory with two (registers go to the accumulators). The key set of the block is walked as one virtual sequence:
 // forced range 0, forced range 1, then the index list. Each step takes BN positions of that
 // sequence, gathers their K and V rows into swizzled shared-memory tiles with 16-byte
 // cp.async (positions past the end are zero-filled and masked), and runs
@@ -118,14 +118,14 @@ __device__ __forceinline__ void load_q_frag(unsigned q_base, int row0, int kk, u
     ldmatrix_x4(q_base + swizzle<RC>(row, kk * 2 + (m >> 1)), a[0], a[1], a[2], a[3]);
 }
 
-template <int D, int PQ, int BM, int BN, int WARPS, bool CAUSAL, bool BF16>
+template <int D, int PQ, int BM, int BN, int WARPS, bool Q_IN_SMEM, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     using S = AttnShape<D, BM, BN, WARPS>;
     constexpr int RC = S::RC;
     constexpr int WM = S::WM;
     constexpr int NT = BN / 8;    // S fragments per atom (n8 groups)
     constexpr int DT = D / 8;     // O fragments per atom
-    constexpr bool Q_IN_REGS = WM == 1;
+    constexpr bool Q_IN_REGS = WM == 1 && !Q_IN_SMEM;
     static_assert(WM == 1 || WM == 2, "one or two row atoms per warp");
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *q_tile = smem;

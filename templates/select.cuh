@@ -10,8 +10,10 @@
 // carrying the tile's running max across chunks. Warps split the chunk as WARPS_M x WARPS_N
 // (16 rows x KC / WARPS_N keys each); every score is the same chain of mma over d whatever
 // the split, so results do not depend on ROWS.
-// The count pass writes per-row counts; scan_body turns them into offsets; the fill pass
-// recomputes the same decisions and writes the indices at those offsets.
+// CSR output (vecattn_select): the count pass writes per-row counts; scan_body turns them
+// into offsets; the fill pass recomputes the same decisions and writes the indices at those
+// offsets. Inside a prefill (slot_offsets) the fill pass runs alone and puts each row's list
+// at the start of its worst-case slot, which needs no count pass: half the work.
 #pragma once
 
 #ifndef VECATTN_GENERATED
@@ -122,6 +124,25 @@ __device__ __forceinline__ void score_chunk(const vecattn_problem &pb, const uns
     }
 }
 
+// Candidates of query block i: the most its selection can keep.
+template <int PQ, bool CAUSAL>
+__device__ __forceinline__ long long block_candidates(const vecattn_problem &pb, int i) {
+    if (!CAUSAL) return pb.seq_k;
+    int hi = min(i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k);
+    return hi > PQ ? hi - PQ : 0;
+}
+
+// Start of row `row`'s worst-case slot (slot_offsets mode), computed by one warp.
+template <int PQ, bool CAUSAL>
+__device__ __forceinline__ long long slot_offset(const vecattn_select_params &p, int b, int h, int row) {
+    const vecattn_problem &pb = p.pb;
+    long long before = 0;
+    for (int r = threadIdx.x & 31; r < row; r += 32) before += block_candidates<PQ, CAUSAL>(pb, pb.qblock_begin + r);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
+    return (long long)(b * pb.heads_q + h) * p.slot_stride + before;
+}
+
 // The running max of one row's current tile, carried across steps and chunks.
 struct RowState {
     float m;
@@ -228,7 +249,16 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
         st[w].m = -VA_INF;
         st[w].tile = -1;
         st[w].count = 0;
-        out_at[w] = FILL && warp + 4 * w < nrows ? p.offsets[row_base + warp + 4 * w] : 0;
+        int row = warp + 4 * w;
+        out_at[w] = 0;
+        if (FILL && row < nrows) {
+            if (p.slot_offsets) {
+                out_at[w] = slot_offset<PQ, CAUSAL>(p, b, h, row0 + row);
+                if (lane == 0) p.offsets[row_base + row] = out_at[w];
+            } else {
+                out_at[w] = p.offsets[row_base + row];
+            }
+        }
     }
 
     for (int ci = 0; ci < chunks; ++ci) {

@@ -33,7 +33,12 @@ typedef struct vecattn_problem {
 typedef struct vecattn_select_params {
     vecattn_problem pb;
     int *counts;            /* [B, Hq, chunk rows] */
-    const long long *offsets; /* [B * Hq * chunk rows + 1], read in the fill pass */
+    long long *offsets;     /* [B * Hq * chunk rows + 1]: read by the fill pass after the
+                               count pass and the scan; written by it with slot_offsets */
+    int slot_offsets;       /* 1: no count pass; row r's list starts at its worst-case slot
+                               (b * Hq + h) * slot_stride + sum of candidates(i') over the
+                               chunk's earlier blocks i', and the fill pass writes offsets[r] */
+    long long slot_stride;  /* candidates of all the chunk's blocks, per (batch, head) */
     int *indices;           /* kept key positions, CSR by row */
     long long indices_capacity;
     float gap;              /* -ln(threshold) when gaps_per_head == 0 */
