@@ -75,9 +75,12 @@ static const char *dtype_name(vecattn_dtype dt) { return dt == VECATTN_BF16 ? "b
 static const char *const select_templates[] = {"vecattn_params.h", "common.cuh", "select.cuh", NULL};
 static const char *const attention_templates[] = {"vecattn_params.h", "common.cuh", "attention.cuh",
                                                   NULL};
+static const char *const attention_sm90_templates[] = {"vecattn_params.h", "common.cuh", "attention.cuh",
+                                                       "attention_sm90.cuh", NULL};
 
 static const char *const *spec_templates(const va_kernel_spec *s) {
-    return s->kind == VA_KERNEL_SELECT ? select_templates : attention_templates;
+    if (s->kind == VA_KERNEL_SELECT) return select_templates;
+    return s->impl == 1 ? attention_sm90_templates : attention_templates;
 }
 
 static char *module_name(const va_kernel_spec *s) {
@@ -87,7 +90,7 @@ static char *module_name(const va_kernel_spec *s) {
                  s->pq, s->bk, s->gk, s->causal, dtype_name(s->dtype), s->select_rows,
                  va_arch_target(s->arch));
     else
-        snprintf(name, sizeof name, "attn_d%d_pq%d_bm%d_bn%d_w%d_q%d_o%d_causal%d_%s_%s", s->head_dim, s->pq,
+        snprintf(name, sizeof name, "attn%s_d%d_pq%d_bm%d_bn%d_w%d_q%d_o%d_causal%d_%s_%s", s->impl == 1 ? "_wgmma" : "", s->head_dim, s->pq,
                  s->block_m, s->block_n, s->warps, s->q_in_smem, s->ctas_per_sm, s->causal, dtype_name(s->dtype),
                  va_arch_target(s->arch));
     return strdup(name);
@@ -149,6 +152,13 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
             snprintf(bounds, sizeof bounds, "%d, %d", va_spec_threads(s), s->ctas_per_sm);
         else
             snprintf(bounds, sizeof bounds, "%d", va_spec_threads(s));
+        if (s->impl == 1) {
+            sb_printf(sb,
+                      "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
+                      "    vecattn::attention_sm90_body<%d, %d, %s, %s>(p);\n}\n",
+                      bounds, s->head_dim, s->pq, causal, bf16);
+            return;
+        }
         sb_printf(sb,
                   "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
                   "    vecattn::attention_body<%d, %d, %d, %d, %d, %s, %s, %s>(p);\n}\n",

@@ -35,6 +35,8 @@ typedef struct va_kernel_spec {
     int warps;                /* warps per CTA: block_m = 16 * warps * (1 or 2 row atoms per warp) */
     int q_in_smem;            /* 1: re-read Q fragments from shared memory every step (fewer
                                  registers); 0: keep them in registers (one row atom per warp) */
+    int impl;                 /* 0: mma.sync (sm_80+); 1: wgmma (sm_90a; block_m 64, block_n 64,
+                                 4 warps, pq >= 64) */
     int ctas_per_sm;          /* 0, or the CTAs per SM the compiler must fit (__launch_bounds__
                                  minimum: caps registers at 64K / (threads * ctas_per_sm)) */
 } va_kernel_spec;

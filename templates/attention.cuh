@@ -91,7 +91,16 @@ __device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *p
 }
 
 // Gather BN rows (positions in `pos`, -1 = none) of one K or V head into a swizzled tile.
-template <int D, int BN, int THREADS>
+// Byte offset of 16-byte piece `chunk` of row `row` in a tile of ROWS rows: the ldmatrix
+// layout (rows of D elements, chunk ^ row % 8) or, with SLABS, the canonical wgmma 128-byte
+// swizzle (64-column slabs of ROWS x 128 bytes, chunk % 8 ^ row % 8 inside a slab).
+template <int RC, int ROWS, bool SLABS>
+__device__ __forceinline__ unsigned tile_offset(int row, int chunk) {
+    if (!SLABS) return swizzle<RC>(row, chunk);
+    return (unsigned)((chunk >> 3) * ROWS * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+}
+
+template <int D, int BN, int THREADS, bool SLABS = false>
 __device__ __forceinline__ void gather_rows(const elem_t *src, int stride_s, const int *pos, unsigned dst) {
     // Each thread always copies the same 16-byte piece of every (THREADS / RC)-th row, so the
     // piece offset and the swizzle are loop invariants; the row offset is one 32x32->64
@@ -105,9 +114,110 @@ __device__ __forceinline__ void gather_rows(const elem_t *src, int stride_s, con
     for (int row = row0; row < BN; row += ROWS_PER_PASS) {
         int kp = pos[row];
         const elem_t *from = base + (kp >= 0 ? (long long)kp * stride_s : 0);
-        cp_async_16(dst + swizzle<RC>(row, piece), from, kp >= 0);
+        cp_async_16(dst + tile_offset<RC, BN, SLABS>(row, piece), from, kp >= 0);
     }
     cp_async_commit();
+}
+
+// Load the CTA's query rows [t0, t_end) into a tile of BM rows (zero past t_end).
+template <int D, int BM, int THREADS, bool SLABS = false>
+__device__ __forceinline__ void load_q_tile(const elem_t *q, long long stride_s, int t0, int t_end, unsigned dst) {
+    constexpr int RC = D / 8;
+    for (int idx = threadIdx.x; idx < BM * RC; idx += THREADS) {
+        int row = idx / RC, piece = idx % RC;
+        int t = t0 + row;
+        const elem_t *from = q + (t < t_end ? (long long)t * stride_s + piece * 8 : 0);
+        cp_async_16(dst + tile_offset<RC, BM, SLABS>(row, piece), from, t < t_end);
+    }
+    cp_async_commit();
+}
+
+// One step of the online softmax for one 16-row atom: mask (when some key of the step may
+// need it), row max, P = exp2(S * scale_log2 - max * scale_log2) in place of S, the running
+// sums, and the rescale of O. Scores are in raw units (scale > 0), so the max needs no scale.
+template <int NT, int DT, bool CAUSAL>
+__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[DT][4], float (&row_max)[2],
+                                             float (&row_sum)[2], const int (&pos_row)[2], const int *pos,
+                                             int need_mask, float scale_log2) {
+    const int c = threadIdx.x & 3;
+    float step_max[2] = {-VA_INF, -VA_INF};
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            if (need_mask) {
+                int kp = pos[j * 8 + 2 * c + (e & 1)];
+                if (kp < 0 || (CAUSAL && kp > pos_row[e >> 1])) s[j][e] = -VA_INF;
+            }
+            step_max[e >> 1] = fmaxf(step_max[e >> 1], s[j][e]);
+        }
+    }
+    float scale_old[2], bias[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 1));
+        step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 2));
+        float m_new = fmaxf(row_max[r], step_max[r]);
+        float m_use = m_new == -VA_INF ? 0.0f : m_new;  // a row with no key yet: no NaN
+        scale_old[r] = exp2_approx((row_max[r] - m_use) * scale_log2);
+        row_max[r] = m_new;
+        bias[r] = -m_use * scale_log2;
+    }
+    float step_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float pe = exp2_approx(fmaf(s[j][e], scale_log2, bias[e >> 1]));
+            s[j][e] = pe;
+            step_sum[e >> 1] += pe;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * scale_old[r] + step_sum[r];
+#pragma unroll
+    for (int j = 0; j < DT; ++j) {
+        o[j][0] *= scale_old[0];
+        o[j][1] *= scale_old[0];
+        o[j][2] *= scale_old[1];
+        o[j][3] *= scale_old[1];
+    }
+}
+
+// The A fragments (16 rows x 16 keys, keys 16 kk ..) of P, packed from the S accumulators.
+template <bool BF16, int NT>
+__device__ __forceinline__ void pack_p(const float (&s)[NT][4], int kk, unsigned (&a)[4]) {
+    a[0] = pack2<BF16>(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = pack2<BF16>(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = pack2<BF16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = pack2<BF16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
+// Normalise one atom's rows (first row `row0`) and write O and the log-sum-exp.
+template <int DT, bool BF16>
+__device__ __forceinline__ void write_atom(const vecattn_attn_params &p, int b, int h, int row0, int t_end,
+                                           const float (&o)[DT][4], const float (&row_max)[2],
+                                           const float (&row_sum)[2]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    elem_t *out = (elem_t *)p.o + b * p.o_stride_b + h * p.o_stride_h;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float l = row_sum[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        int t = row0 + g + r * 8;
+        if (t < t_end) {
+            elem_t *orow = out + (long long)t * p.o_stride_s;
+#pragma unroll
+            for (int j = 0; j < DT; ++j)
+                *(unsigned *)(orow + j * 8 + 2 * c) = pack2<BF16>(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+            if (p.lse && c == 0) {
+                float lse = l > 0.0f ? row_max[r] * p.scale_log2 * 0.69314718055994531f + __logf(l) : -VA_INF;
+                p.lse[(long long)(b * p.pb.heads_q + h) * p.pb.seq_q + t] = lse;
+            }
+        }
+    }
 }
 
 // A fragments of one 16x16 slice of Q (atom `atom` of this warp, columns 16 kk ..).
@@ -154,16 +264,10 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     const int k_stride = (int)pb.k_stride_s, v_stride = (int)pb.v_stride_s;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int g = lane >> 2, c = lane & 3;  // fragment row group and column pair
+    const int g = lane >> 2;  // fragment row group
     const unsigned q_base = smem_addr(q_tile);
 
-    for (int idx = threadIdx.x; idx < BM * RC; idx += S::THREADS) {
-        int row = idx / RC, piece = idx % RC;
-        int t = t0 + row;
-        const elem_t *from = q + (t < t_end ? (long long)t * pb.q_stride_s + piece * 8 : 0);
-        cp_async_16(q_base + swizzle<RC>(row, piece), from, t < t_end);
-    }
-    cp_async_commit();
+    load_q_tile<D, BM, S::THREADS>(q, pb.q_stride_s, t0, t_end, q_base);
     int need_mask = 0;
     if (steps > 0) {
         need_mask = __syncthreads_or(fill_positions<BN, S::THREADS, CAUSAL>(keys, 0, positions, first_pos));
@@ -237,50 +341,9 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
         // mask (only when some key of the step may be invalid or past a causal limit), then
         // the online softmax in log2 units
 #pragma unroll
-        for (int w = 0; w < WM; ++w) {
-            float step_max[2] = {-VA_INF, -VA_INF};  // in raw score units (scale > 0)
-#pragma unroll
-            for (int j = 0; j < NT; ++j) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    if (need_mask) {
-                        int kp = pos[j * 8 + 2 * c + (e & 1)];
-                        if (kp < 0 || (CAUSAL && kp > pos_row[w][e >> 1])) s[w][j][e] = -VA_INF;
-                    }
-                    step_max[e >> 1] = fmaxf(step_max[e >> 1], s[w][j][e]);
-                }
-            }
-            float scale_old[2], bias[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 1));
-                step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 2));
-                float m_new = fmaxf(row_max[w][r], step_max[r]);
-                float m_use = m_new == -VA_INF ? 0.0f : m_new;  // a row with no key yet: no NaN
-                scale_old[r] = exp2_approx((row_max[w][r] - m_use) * p.scale_log2);
-                row_max[w][r] = m_new;
-                bias[r] = -m_use * p.scale_log2;
-            }
-            float step_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int j = 0; j < NT; ++j) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    float pe = exp2_approx(fmaf(s[w][j][e], p.scale_log2, bias[e >> 1]));
-                    s[w][j][e] = pe;
-                    step_sum[e >> 1] += pe;
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) row_sum[w][r] = row_sum[w][r] * scale_old[r] + step_sum[r];
-#pragma unroll
-            for (int j = 0; j < DT; ++j) {
-                o[w][j][0] *= scale_old[0];
-                o[w][j][1] *= scale_old[0];
-                o[w][j][2] *= scale_old[1];
-                o[w][j][3] *= scale_old[1];
-            }
-        }
+        for (int w = 0; w < WM; ++w)
+            softmax_step<NT, DT, CAUSAL>(s[w], o[w], row_max[w], row_sum[w], pos_row[w], pos, need_mask,
+                                         p.scale_log2);
 
         cp_async_wait<0>();
         // V(step) landed; everyone finished reading K(step); pos_next written
@@ -293,12 +356,7 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
         for (int kk = 0; kk < BN / 16; ++kk) {
             unsigned a[WM][4];
 #pragma unroll
-            for (int w = 0; w < WM; ++w) {
-                a[w][0] = pack2<BF16>(s[w][2 * kk][0], s[w][2 * kk][1]);
-                a[w][1] = pack2<BF16>(s[w][2 * kk][2], s[w][2 * kk][3]);
-                a[w][2] = pack2<BF16>(s[w][2 * kk + 1][0], s[w][2 * kk + 1][1]);
-                a[w][3] = pack2<BF16>(s[w][2 * kk + 1][2], s[w][2 * kk + 1][3]);
-            }
+            for (int w = 0; w < WM; ++w) pack_p<BF16, NT>(s[w], kk, a[w]);
 #pragma unroll
             for (int dp = 0; dp < D / 16; ++dp) {
                 int m = lane >> 3;
@@ -316,29 +374,9 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     }
 
     // epilogue: normalise, write O (and the log-sum-exp)
-    elem_t *out = (elem_t *)p.o + b * p.o_stride_b + h * p.o_stride_h;
 #pragma unroll
-    for (int w = 0; w < WM; ++w) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float l = row_sum[w][r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            float inv = l > 0.0f ? 1.0f / l : 0.0f;
-            int t = t0 + (warp * WM + w) * 16 + g + r * 8;
-            if (t < t_end) {
-                elem_t *orow = out + (long long)t * p.o_stride_s;
-#pragma unroll
-                for (int j = 0; j < DT; ++j)
-                    *(unsigned *)(orow + j * 8 + 2 * c) =
-                        pack2<BF16>(o[w][j][2 * r] * inv, o[w][j][2 * r + 1] * inv);
-                if (p.lse && c == 0) {
-                    float lse = l > 0.0f ? row_max[w][r] * p.scale_log2 * 0.69314718055994531f + __logf(l) : -VA_INF;
-                    p.lse[(long long)(b * pb.heads_q + h) * pb.seq_q + t] = lse;
-                }
-            }
-        }
-    }
+    for (int w = 0; w < WM; ++w)
+        write_atom<DT, BF16>(p, b, h, t0 + (warp * WM + w) * 16, t_end, o[w], row_max[w], row_sum[w]);
 }
 
 }  // namespace vecattn

@@ -1,0 +1,176 @@
+// attention_sm90.cuh -- the attention kernel of attention.cuh with Hopper's warpgroup MMA
+// (sm_90a): S = Q K^T and O += P V as wgmma.mma_async m64n64k16, Q and K/V tiles in the
+// canonical 128-byte-swizzled layout read through shared-memory descriptors, P from registers.
+//
+// One CTA is one warpgroup (4 warps, 64 query rows); warp w owns rows 16w..16w+15, and the
+// wgmma accumulator layout of a warp is the mma.sync C layout of attention.cuh, so the key
+// walk, the gathers, the online softmax and the epilogue are the same functions. Gathered
+// rows arrive by cp.async (generic proxy) and are read by wgmma (async proxy): every thread
+// fences the proxies after its copies complete and before the barrier.
+#pragma once
+
+#ifndef VECATTN_GENERATED
+#include "attention.cuh"
+#endif
+
+namespace vecattn {
+
+__device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte
+// offsets (each >> 4), layout type 1 in bits 62-63. Slabs start on 1024-byte boundaries, so
+// the base offset field stays 0.
+__device__ __forceinline__ unsigned long long smem_desc(unsigned addr, unsigned lbo, unsigned sbo) {
+    unsigned long long d = (unsigned long long)((addr & 0x3FFFF) >> 4);
+    d |= (unsigned long long)((lbo >> 4) & 0x3FFF) << 16;
+    d |= (unsigned long long)((sbo >> 4) & 0x3FFF) << 32;
+    d |= 1ull << 62;
+    return d;
+}
+
+#define VA_ACC32(a)                                                                                    \
+    "+f"(a[0]), "+f"(a[1]), "+f"(a[2]), "+f"(a[3]), "+f"(a[4]), "+f"(a[5]), "+f"(a[6]), "+f"(a[7]),   \
+        "+f"(a[8]), "+f"(a[9]), "+f"(a[10]), "+f"(a[11]), "+f"(a[12]), "+f"(a[13]), "+f"(a[14]),      \
+        "+f"(a[15]), "+f"(a[16]), "+f"(a[17]), "+f"(a[18]), "+f"(a[19]), "+f"(a[20]), "+f"(a[21]),    \
+        "+f"(a[22]), "+f"(a[23]), "+f"(a[24]), "+f"(a[25]), "+f"(a[26]), "+f"(a[27]), "+f"(a[28]),    \
+        "+f"(a[29]), "+f"(a[30]), "+f"(a[31])
+#define VA_D32                                                                                         \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+    "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+
+// d(64x64, fp32) (+)= A(64x16, shared, K-major) * B(16x64, shared, K-major).
+template <bool BF16>
+__device__ __forceinline__ void wgmma_ss(float (&d)[32], unsigned long long da, unsigned long long db, int accumulate) {
+    if (BF16)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " VA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC32(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " VA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC32(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// d(64x64, fp32) += A(64x16, registers) * B(16x64, shared, MN-major: transposed).
+template <bool BF16>
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4], unsigned long long db) {
+    if (BF16)
+        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " VA_D32
+                     ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+                     : VA_ACC32(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    else
+        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " VA_D32
+                     ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
+                     : VA_ACC32(d)
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+// A [DT][4] accumulator array viewed as the 32-register operand of one 64-column wgmma.
+template <int DT>
+__device__ __forceinline__ float (&acc_slice(float (&o)[DT][4], int j0))[32] {
+    return *reinterpret_cast<float(*)[32]>(&o[j0][0]);
+}
+
+template <int D, int PQ, bool CAUSAL, bool BF16>
+__device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p) {
+    constexpr int BM = 64, BN = 64, THREADS = 128;
+    constexpr int NT = BN / 8, DT = D / 8;
+    constexpr int Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
+    // the 128-byte swizzle needs 1024-byte aligned slabs: the host adds 1 KiB of slack
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    const unsigned q_base = smem_addr(smem);
+    const unsigned k_base = q_base + Q_BYTES, v_base = k_base + KV_BYTES;
+    int *positions = (int *)(smem + Q_BYTES + 2 * KV_BYTES);  // [2][BN]
+
+    const vecattn_problem &pb = p.pb;
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (pb.heads_q / pb.heads_kv);
+    constexpr int SPLIT = PQ / BM;
+    const int cta = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest first
+    const int i = pb.qblock_begin + cta / SPLIT;
+    const int t0 = i * PQ + (cta % SPLIT) * BM;
+    const int t_end = min(min(t0 + BM, i * PQ + PQ), pb.seq_q);
+    if (t0 >= t_end) return;
+    const int shift = pb.seq_k - pb.seq_q;
+
+    const elem_t *q = (const elem_t *)pb.q + b * pb.q_stride_b + h * pb.q_stride_h;
+    const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;
+    const elem_t *v = (const elem_t *)pb.v + b * pb.v_stride_b + hk * pb.v_stride_h;
+    const KeySet keys = block_keys<PQ, CAUSAL>(p, b, h, i, t_end - 1 + shift);
+    const int steps = (keys.total() + BN - 1) / BN;
+    const int first_pos = t0 + shift;
+    const int k_stride = (int)pb.k_stride_s, v_stride = (int)pb.v_stride_s;
+    const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+
+    load_q_tile<D, BM, THREADS, true>(q, pb.q_stride_s, t0, t_end, q_base);
+    int need_mask = 0;
+    if (steps > 0) {
+        need_mask = __syncthreads_or(fill_positions<BN, THREADS, CAUSAL>(keys, 0, positions, first_pos));
+        gather_rows<D, BN, THREADS, true>(k, k_stride, positions, k_base);
+    }
+
+    float o[DT][4];
+#pragma unroll
+    for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float row_max[2] = {-VA_INF, -VA_INF}, row_sum[2] = {0.0f, 0.0f};
+    const int pos_row[2] = {t0 + warp * 16 + g + shift, t0 + warp * 16 + g + 8 + shift};
+
+    for (int step = 0; step < steps; ++step) {
+        int *pos = positions + (step & 1) * BN;
+        int *pos_next = positions + ((step + 1) & 1) * BN;
+        cp_async_wait<0>();
+        fence_proxy_async();
+        __syncthreads();  // Q and K(step) landed and are visible to wgmma; P V(step - 1) is done
+        gather_rows<D, BN, THREADS, true>(v, v_stride, pos, v_base);
+        int next_mask = 0;
+        if (step + 1 < steps) next_mask = fill_positions<BN, THREADS, CAUSAL>(keys, step + 1, pos_next, first_pos);
+
+        // S = Q K^T: D/16 steps of k; within a 128-byte slab a step advances the start by 32 bytes
+        float s[NT][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            unsigned q_addr = q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32;
+            unsigned k_addr = k_base + (kk >> 2) * BN * 128 + (kk & 3) * 32;
+            wgmma_ss<BF16>(acc_slice<NT>(s, 0), smem_desc(q_addr, 16, 1024), smem_desc(k_addr, 16, 1024), kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+
+        softmax_step<NT, DT, CAUSAL>(s, o, row_max, row_sum, pos_row, pos, need_mask, p.scale_log2);
+
+        cp_async_wait<0>();
+        fence_proxy_async();
+        need_mask = __syncthreads_or(next_mask);  // V(step) landed; K(step) no longer read
+        if (step + 1 < steps) gather_rows<D, BN, THREADS, true>(k, k_stride, pos_next, k_base);
+
+        // O += P V: V is [keys][d] (d contiguous), the transposed B operand; 16 keys per k
+        // step = 2048 bytes; each 64-column half of D is one slab
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            unsigned a[4];
+            pack_p<BF16, NT>(s, kk, a);
+#pragma unroll
+            for (int half = 0; half < D / 64; ++half) {
+                unsigned v_addr = v_base + half * BN * 128 + kk * 2048;
+                wgmma_rs<BF16>(acc_slice<DT>(o, half * 8), a, smem_desc(v_addr, BN * 128, 1024));
+            }
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+    }
+
+    write_atom<DT, BF16>(p, b, h, t0 + warp * 16, t_end, o, row_max, row_sum);
+}
+
+}  // namespace vecattn
