@@ -229,7 +229,7 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
             for (int warps = 1; warps <= 8; warps *= 2)
                 for (int ctas = 0; ctas <= 3; ctas += ctas ? 1 : 2) /* 0, 2, 3 */
                     for (int q_smem = 0; q_smem <= 1; ++q_smem) {
-                        s.block_m = bm, s.block_n = bn, s.warps = warps, s.ctas_per_sm = ctas;
+                        s.impl = 0, s.block_m = bm, s.block_n = bn, s.warps = warps, s.ctas_per_sm = ctas;
                         s.q_in_smem = q_smem || bm == 32 * warps;  /* two atoms: always */
                         if (q_smem || !s.q_in_smem) add_if_valid(&s, out, max, &n);
                     }

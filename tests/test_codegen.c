@@ -98,6 +98,26 @@ static void check_templates_embedded(void) {
     }
 }
 
+/* The search space: every candidate valid, no two generating the same module, and on
+** sm_90a both attention kernels (mma.sync and wgmma) present. */
+static void check_candidates(void) {
+    va_kernel_spec base, cand[256];
+    va_spec_default_attention(&base, 90, VECATTN_BF16, 128, 1, 64);
+    int n = va_spec_candidates(&base, cand, 256);
+    CHECK(n > 4 && n <= 256, "%d attention candidates", n);
+    int impls[2] = {0, 0};
+    for (int i = 0; i < n && i < 256; ++i) {
+        char msg[256];
+        CHECK(va_spec_validate(&cand[i], msg, sizeof msg) == VECATTN_OK, "candidate %d invalid: %s", i, msg);
+        if (cand[i].impl == 0 || cand[i].impl == 1) impls[cand[i].impl]++;
+        for (int j = 0; j < i; ++j) CHECK(hash_of(&cand[i]) != hash_of(&cand[j]), "candidates %d and %d are the same module", i, j);
+    }
+    CHECK(impls[0] > 0 && impls[1] == 1, "sm_90a candidates: %d mma.sync, %d wgmma", impls[0], impls[1]);
+    va_spec_default_select(&base, 80, VECATTN_FP16, 64, 0, 64, 16, 8192);
+    n = va_spec_candidates(&base, cand, 256);
+    CHECK(n == 3, "%d selection candidates (select_rows 16, 32, 64)", n);
+}
+
 int main(void) {
     va_kernel_spec s;
     va_spec_default_select(&s, 90, VECATTN_BF16, 128, 1, 64, 16, 16);
@@ -107,5 +127,6 @@ int main(void) {
     check_distinct_hashes();
     check_validation();
     check_templates_embedded();
+    check_candidates();
     return test_exit_code("test_codegen");
 }
