@@ -4,6 +4,9 @@
 **   info      describe the CUDA device, its driver and NVRTC
 **   source    print the generated CUDA source of one kernel (no GPU needed)
 **   selftest  NVRTC-compile the default kernels, then run one small prefill on the GPU
+**   tune      tune the tile configurations on this GPU into the cache (cli_tune.c)
+**   list, show, export, import, precompile, verify, clear: the cache (cli_cache.c,
+**             cli_precompile.c); --cache PATH in front of any subcommand
 **
 ** Exit codes: 0 ok, 1 usage error, 2 runtime failure.
 ** Sections: usage, flag parsing, helpers, info, source, selftest (compile, GPU), main.
@@ -20,6 +23,7 @@
 #include <string.h>  /* provides: strcmp, strncmp, strchr, memcpy, memset */
 #include <time.h>    /* provides: clock_gettime */
 
+#include "autotune/cli_cache.h" /* provides: va_cli_list .. va_cli_clear, va_cli_cache_option */
 #include "codegen/codegen.h" /* provides: va_kernel_spec, va_spec_default_*, va_generate */
 #include "runtime/runtime.h" /* provides: struct vecattn_ctx, va_nvrtc_*, va_driver_load, va_cu* */
 #include "vecattn.h"         /* provides: the public API */
@@ -29,7 +33,7 @@ enum { CLI_CONTINUE = -1, CLI_OK = 0, CLI_USAGE = 1, CLI_FAIL = 2 };
 /* ---- usage ---------------------------------------------------------------------------- */
 
 static const char usage_text[] =
-    "usage: vecattn-autotune <subcommand> [flags]\n"
+    "usage: vecattn-autotune [--cache PATH] <subcommand> [flags]\n"
     "\n"
     "Subcommands:\n"
     "  info            describe the CUDA device, its driver and NVRTC\n"
@@ -37,6 +41,9 @@ static const char usage_text[] =
     "  selftest        NVRTC-compile the default kernels (D 128 and 64, bf16, causal and\n"
     "                  non-causal, sm_80 and sm_90a), then run a small prefill on the GPU;\n"
     "                  without a driver or GPU the GPU part is skipped and the exit code is 0\n"
+    "  tune            measure tile configurations on this GPU and store the fastest per shape\n"
+    "                  bucket in the cache; flags: vecattn-autotune tune --help\n"
+    VA_CLI_CACHE_SUBCOMMANDS
     "\n"
     "Flags without a subcommand:\n"
     "  --help, -h      print this text\n"
@@ -55,14 +62,18 @@ static const char usage_text[] =
     "  --non-causal    not causal\n"
     "  --dtype T       bf16 | fp16 (default bf16)\n"
     "  --arch A        target GPU: sm_80, sm_86, sm_89, sm_90a, ... (default sm_90a)\n"
-    "  --select-rows N pooled query rows per selection CTA: 8, 16, 32 (default: heuristic)\n"
-    "  --block-m N     query rows per attention CTA (default: heuristic)\n"
-    "  --block-n N     keys per attention inner step: 32, 64 (default: heuristic)\n"
+    "  --tiles T       tile parameters, e.g. select_rows=32 or block_m=64,block_n=64,warps=4,\n"
+    "                  q_in_smem=1,ctas_per_sm=3,impl=0 (default: the built-in heuristic;\n"
+    "                  impl=1 is the sm_90a wgmma kernel)\n"
     "  --options       also print the module name, NVRTC options and hash to stderr\n"
     "\n"
     "Every subcommand accepts --help. Flag values may be given as '--flag V' or '--flag=V'.\n"
     "Exit codes: 0 ok, 1 usage error, 2 runtime failure.\n"
-    "Environment: VECATTN_LIBCUDA, VECATTN_DUMP_SOURCE, VECATTN_LOG (see include/vecattn.h).\n";
+    "\n"
+    VA_CLI_CACHE_FLAGS
+    "\n"
+    "Environment: VECATTN_LIBCUDA, VECATTN_DUMP_SOURCE, VECATTN_LOG, VECATTN_CACHE,\n"
+    "VECATTN_CACHE_WAL, VECATTN_NO_JIT, VECATTN_AUTOTUNE (see README.md).\n";
 
 static void print_usage(FILE *f)
 {
@@ -251,7 +262,7 @@ static void print_device_info(const vecattn_ctx *ctx, const vecattn_device_info 
     printf("driver           CUDA %d.%d (%d)\n", info->driver_version / 1000,
            info->driver_version % 1000 / 10, info->driver_version);
     printf("NVRTC            %d.%d\n", info->nvrtc_major, info->nvrtc_minor);
-    printf("kernel cache     %s\n", ctx->cache_path ? ctx->cache_path : "(default)");
+    printf("kernel cache     %s\n", ctx->cache ? va_cache_path(ctx->cache) : "(none)");
 }
 
 static int cmd_info(int argc, char **argv)
@@ -289,7 +300,7 @@ typedef struct source_opts {
     vecattn_dtype dtype;
     int head_dim, causal;
     int pq, bk, gk;
-    int select_rows, block_m, block_n; /* -1: the built-in heuristic */
+    const char *tiles;                 /* NULL: the built-in heuristic */
     int show_options;
 } source_opts;
 
@@ -300,7 +311,7 @@ static int parse_source(int argc, char **argv, source_opts *o)
     const char *kernel = "select", *dtype = "bf16", *arch = "sm_90a";
     *o = (source_opts){.head_dim = defaults.head_dim, .causal = defaults.causal,
                        .pq = defaults.pq, .bk = defaults.bk, .gk = defaults.gk,
-                       .select_rows = -1, .block_m = -1, .block_n = -1};
+                       .tiles = NULL};
     const flag_def defs[] = {
         {"--kernel", FLAG_STR, NULL, &kernel, 0},
         {"--head-dim", FLAG_INT, &o->head_dim, NULL, 0},
@@ -311,9 +322,7 @@ static int parse_source(int argc, char **argv, source_opts *o)
         {"--non-causal", FLAG_SET, &o->causal, NULL, 0},
         {"--dtype", FLAG_STR, NULL, &dtype, 0},
         {"--arch", FLAG_STR, NULL, &arch, 0},
-        {"--select-rows", FLAG_INT, &o->select_rows, NULL, 0},
-        {"--block-m", FLAG_INT, &o->block_m, NULL, 0},
-        {"--block-n", FLAG_INT, &o->block_n, NULL, 0},
+        {"--tiles", FLAG_STR, NULL, &o->tiles, 0},
         {"--options", FLAG_SET, &o->show_options, NULL, 1},
     };
     int rc = parse_flags("source", argc, argv, defs, sizeof defs / sizeof defs[0]);
@@ -328,7 +337,8 @@ static int parse_source(int argc, char **argv, source_opts *o)
     return CLI_CONTINUE;
 }
 
-static void source_spec(const source_opts *o, va_kernel_spec *spec)
+/* The spec of `source`: defaults, then --tiles; 0 and a message in msg when --tiles is bad. */
+static int source_spec(const source_opts *o, va_kernel_spec *spec, char *msg, size_t msg_size)
 {
     memset(spec, 0, sizeof *spec);
     if (o->kind == VA_KERNEL_SELECT)
@@ -336,12 +346,7 @@ static void source_spec(const source_opts *o, va_kernel_spec *spec)
                                o->gk);
     else
         va_spec_default_attention(spec, o->arch, o->dtype, o->head_dim, o->causal, o->pq);
-    if (o->select_rows >= 0)
-        spec->select_rows = o->select_rows;
-    if (o->block_m >= 0)
-        spec->block_m = o->block_m;
-    if (o->block_n >= 0)
-        spec->block_n = o->block_n;
+    return !o->tiles || va_spec_tiles_parse(spec, o->tiles, msg, msg_size) == VECATTN_OK;
 }
 
 static void print_options(const va_generated *gen)
@@ -361,7 +366,8 @@ static int cmd_source(int argc, char **argv)
 
     va_kernel_spec spec;
     char msg[512] = "";
-    source_spec(&o, &spec);
+    if (!source_spec(&o, &spec, msg, sizeof msg))
+        return usage_error("source: --tiles: %s", msg);
     if (va_spec_validate(&spec, msg, sizeof msg) != VECATTN_OK)
         return usage_error("source: invalid kernel: %s", msg);
     va_generated gen;
@@ -625,6 +631,8 @@ static int cmd_selftest(int argc, char **argv)
 
 /* ---- main --------------------------------------------------------------------------- */
 
+int va_cli_tune(int argc, char **argv); /* cli_tune.c */
+
 static int print_version(void)
 {
     int major = 0, minor = 0;
@@ -643,7 +651,17 @@ int main(int argc, char **argv)
         {"info", cmd_info},
         {"source", cmd_source},
         {"selftest", cmd_selftest},
+        {"tune", va_cli_tune},
+        {"list", va_cli_list},
+        {"show", va_cli_show},
+        {"export", va_cli_export},
+        {"import", va_cli_import},
+        {"precompile", va_cli_precompile},
+        {"verify", va_cli_verify},
+        {"clear", va_cli_clear},
     };
+    if (va_cli_cache_option(&argc, argv) != 0)
+        return CLI_USAGE;
     if (argc < 2) {
         print_usage(stderr);
         return CLI_USAGE;

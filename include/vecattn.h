@@ -62,6 +62,23 @@
 **
 ** ENVIRONMENT (read when a context is created)
 **   VECATTN_LIBCUDA      path of the driver library to dlopen (default "libcuda.so.1").
+**   VECATTN_CACHE        the kernel/tuning cache file when vecattn_create gets no path
+**                        (default $XDG_CACHE_HOME/vecattn/cache.db, else
+**                        ~/.cache/vecattn/cache.db). An unwritable file is used read-only,
+**                        else an in-memory cache is used, with one warning on stderr (the
+**                        only thing the library prints unasked); a damaged file is moved
+**                        aside and recreated.
+**   VECATTN_NO_JIT=1     never run NVRTC: a kernel missing from the cache is an error
+**                        (VECATTN_E_CACHE) naming the `vecattn-autotune precompile` to run.
+**   VECATTN_AUTOTUNE=1   tune a (problem, GPU) pair the cache has no entry for on its first
+**                        use, on the caller's inputs (that call waits for the GPU).
+**   VECATTN_CACHE_WAL    0 or 1 forces SQLite's journal mode (default: WAL on local disks).
+**   VECATTN_PRETUNED_DIR a directory of shipped tuning files to use instead of
+**                        <prefix>/share/vecattn/pretuned (empty: none).
+**   VECATTN_TILES_SELECT, VECATTN_TILES_ATTENTION
+**                        tile parameters forced on every problem, e.g.
+**                        "block_m=64,block_n=64,warps=4" (experiments; see
+**                        `vecattn-autotune source --help`).
 **   VECATTN_DUMP_SOURCE  a directory: every generated kernel source is written there as
 **                        <kernel name>.cu before it is compiled.
 **   VECATTN_LOG          "debug" prints what the library does to stderr (default: silent).
@@ -146,7 +163,9 @@ typedef struct vecattn_ctx vecattn_ctx;
 
 /*
 ** Create a context on CUDA device `device` (an ordinal as in cuDeviceGet).
-** `cache_path` names the kernel cache file, or NULL for the default location.
+** `cache_path` names the kernel and tuning cache file (SQLite), or NULL for $VECATTN_CACHE or
+** the default location. A cache that cannot be written never makes a call fail (see
+** ENVIRONMENT above).
 ** On failure *ctx is still set, unless memory ran out, so that vecattn_errmsg(*ctx) can
 ** say why; destroy it either way. Returns VECATTN_E_NO_DRIVER where libcuda.so.1 cannot
 ** be loaded, VECATTN_E_NO_DEVICE where the ordinal does not exist, VECATTN_E_ARCH for GPUs

@@ -68,6 +68,19 @@ static vecattn_status open_device(vecattn_ctx *ctx, int device) {
                        "cuDevicePrimaryCtxRetain");
 }
 
+/* The persistent cache never makes create fail: it falls back to read-only or memory, and
+** that warning is the one message the library prints without being asked. */
+static void open_cache(vecattn_ctx *ctx) {
+    const char *warning = NULL;
+    ctx->cache = va_cache_open(ctx->cache_path, &warning);
+    if (warning) fprintf(stderr, "vecattn: warning: %s\n", warning);
+    if (!ctx->cache) return;
+    va_cache_use_shipped(ctx->cache, 1);
+    va_log(ctx, "cache %s (%s)", va_cache_path(ctx->cache),
+           va_cache_get_mode(ctx->cache) == VA_CACHE_READ_WRITE ? "read-write"
+           : va_cache_get_mode(ctx->cache) == VA_CACHE_READ_ONLY ? "read-only" : "in memory");
+}
+
 vecattn_status vecattn_create(vecattn_ctx **out, int device, const char *cache_path,
                               unsigned flags) {
     (void)flags;
@@ -83,8 +96,11 @@ vecattn_status vecattn_create(vecattn_ctx **out, int device, const char *cache_p
     const char *dump = getenv("VECATTN_DUMP_SOURCE");
     if (dump && *dump) ctx->dump_dir = strdup(dump);
     if (cache_path) ctx->cache_path = strdup(cache_path);
+    const char *no_jit = getenv("VECATTN_NO_JIT");
+    ctx->no_jit = no_jit && *no_jit && strcmp(no_jit, "0") != 0;
     vecattn_status st = open_device(ctx, device);
     if (st != VECATTN_OK) return st;
+    open_cache(ctx);
     va_log(ctx, "device %d: sm_%d, %d SMs", device, ctx->arch, ctx->sm_count);
     return VECATTN_OK;
 }
@@ -100,6 +116,7 @@ void vecattn_destroy(vecattn_ctx *ctx) {
         }
         va_cuDevicePrimaryCtxRelease(ctx->device);
     }
+    va_cache_close(ctx->cache);
     free(ctx->cache_path);
     free(ctx->dump_dir);
     ctx->magic = 0;

@@ -40,6 +40,11 @@
     X(cuMemcpyDtoH, "cuMemcpyDtoH_v2", (void *, CUdeviceptr, size_t))                           \
     X(cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2", (void *, CUdeviceptr, size_t, CUstream))       \
     X(cuMemsetD8, "cuMemsetD8_v2", (CUdeviceptr, unsigned char, size_t))                        \
+    X(cuMemsetD8Async, "cuMemsetD8Async", (CUdeviceptr, unsigned char, size_t, CUstream))       \
+    X(cuMemHostGetDevicePointer, "cuMemHostGetDevicePointer_v2",                                 \
+      (CUdeviceptr *, void *, unsigned))                                                         \
+    X(cuStreamWaitValue32, "cuStreamWaitValue32_v2",                                             \
+      (CUstream, CUdeviceptr, cuuint32_t, unsigned))                                             \
     X(cuStreamCreate, "cuStreamCreate", (CUstream *, unsigned int))                              \
     X(cuStreamDestroy, "cuStreamDestroy_v2", (CUstream))                                         \
     X(cuStreamSynchronize, "cuStreamSynchronize", (CUstream))                                    \

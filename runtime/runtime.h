@@ -41,6 +41,21 @@ const char *va_nvrtc_identity(void);
 
 /* ---- context ------------------------------------------------------------------------ */
 
+/* How a context chooses tile configurations (runtime/tuning.c, runtime/autotune.h). All
+** zero after vecattn_create's calloc, which means: nothing forced, VECATTN_AUTOTUNE not read
+** yet, no tuning running, no choice remembered. Owns no memory. */
+typedef struct va_tuning_state {
+    int forced_set[2];               /* per va_kernel_kind: va_force_spec is in effect */
+    va_kernel_spec forced[2];
+    int auto_mode;                   /* 0 not read yet, 1 off, 2 on (VECATTN_AUTOTUNE=1) */
+    int active;                      /* a tuning runs on this context: never nest another */
+    int memo_count, memo_next;       /* the last choices, so that a prefill does not query */
+    struct {                         /* SQLite for every call */
+        va_tune_key key;
+        va_kernel_spec spec;
+    } memo[8];
+} va_tuning_state;
+
 struct vecattn_ctx {
     uint32_t magic;            /* VA_CTX_MAGIC while alive: catches use after destroy */
     vecattn_status last_status;
@@ -53,6 +68,7 @@ struct vecattn_ctx {
     char *cache_path;          /* as given to vecattn_create, or NULL */
     va_cache *cache;           /* the persistent store, opened at create (never NULL after a
                                   successful create unless memory ran out) */
+    int no_jit;                /* VECATTN_NO_JIT: a CUBIN missing from the cache is an error */
     int log_debug;
     char *dump_dir;
     /* device workspace, grown on demand */
@@ -60,6 +76,7 @@ struct vecattn_ctx {
     size_t workspace_size;
     /* pinned host word for reading back totals */
     void *host_scratch;
+    va_tuning_state tuning;    /* tile choice: forced specs, first-use tuning, remembered choices */
 };
 
 #define VA_CTX_MAGIC 0x76656361u  /* "veca" */
@@ -98,6 +115,13 @@ typedef struct va_module va_module;
 /* Get (compile and load on first use) the module of a spec. Process-wide and thread-safe;
 ** modules live until the process ends. */
 vecattn_status va_module_get(vecattn_ctx *ctx, const va_kernel_spec *spec, va_module **out);
+
+/* The CUBIN of a generated module, without the driver: from ctx->cache (SQLite), else, unless
+** ctx->no_jit, compiled with NVRTC (claim -> re-check -> compile -> put). *cubin is
+** malloc'ed; *from_cache is 1 when it came from SQLite. Needs no device: ctx->cache and
+** ctx->no_jit are all it reads of the context. */
+vecattn_status va_module_cubin(vecattn_ctx *ctx, const va_kernel_spec *spec, const va_generated *gen,
+                               void **cubin, size_t *size, int *from_cache);
 
 /* An entry point of a loaded module ("select_count", "select_fill", "scan", "attention"). */
 vecattn_status va_module_function(vecattn_ctx *ctx, va_module *mod, const char *entry,
