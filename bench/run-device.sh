@@ -6,7 +6,7 @@
 #   source .deps/use-deps.sh && bash bench/run-device.sh            # everything
 #   STEPS="build bench" BENCH_SEQS=16384,32768 bash bench/run-device.sh
 #
-# Knobs: STEPS (build test sanitize bench), BENCH_SEQS, BENCH_SPARSITY, BENCH_SHAPES
+# Knobs: STEPS (build test sanitize cache bench), BENCH_SEQS, BENCH_SPARSITY, BENCH_SHAPES
 # (";"-separated vecattn-bench flag sets), SAMPLES.
 set -uo pipefail
 OUT=${OUT:-/tmp/vecattn-out}
@@ -40,6 +40,26 @@ if has sanitize; then
         echo "compute-sanitizer memcheck $t: rc=$rc ($(grep -E 'ERROR SUMMARY' "$OUT/sanitizer-$t.log" | tail -1))"
         [ $rc -eq 0 ] || status=1
     done
+fi
+
+if has cache; then
+    # The persistent cache on the GPU: cold vs warm start, no-JIT, an unwritable cache file.
+    tool=$BUILD/vecattn-autotune
+    warm="$OUT/warm.db" nojit=/tmp/vecattn-nojit.db
+    rm -f "$warm" "$nojit"
+    VECATTN_CACHE="$warm" VECATTN_LOG=debug $tool selftest >"$OUT/cache-cold.log" 2>&1
+    echo "cold selftest: rc=$? compiled=$(grep -c 'compiled by NVRTC' "$OUT/cache-cold.log") sqlite_hits=$(grep -c 'SQLite hit' "$OUT/cache-cold.log")"
+    VECATTN_CACHE="$warm" VECATTN_LOG=debug $tool selftest >"$OUT/cache-warm.log" 2>&1
+    echo "warm selftest: rc=$? compiled=$(grep -c 'compiled by NVRTC' "$OUT/cache-warm.log") sqlite_hits=$(grep -c 'SQLite hit' "$OUT/cache-warm.log")"
+    grep -E 'compiled by NVRTC|SQLite hit|prefill' "$OUT/cache-cold.log" "$OUT/cache-warm.log" | head -12
+    VECATTN_CACHE="$nojit" VECATTN_NO_JIT=1 $tool selftest >"$OUT/nojit-empty.log" 2>&1
+    echo "no-JIT, empty cache: rc=$? ($(grep -m1 -o 'precompile[^;]*' "$OUT/nojit-empty.log" | head -c 120))"
+    $tool --cache "$nojit" precompile --arch sm_90a >"$OUT/precompile.log" 2>&1
+    echo "precompile sm_90a: rc=$?"
+    VECATTN_CACHE="$nojit" VECATTN_NO_JIT=1 $tool selftest >"$OUT/nojit-full.log" 2>&1
+    echo "no-JIT after precompile: rc=$?"
+    VECATTN_CACHE=/proc/vecattn-unwritable.db $tool selftest >"$OUT/unwritable.log" 2>&1
+    echo "unwritable cache: rc=$? warnings=$(grep -c 'vecattn: warning' "$OUT/unwritable.log")"
 fi
 
 if has bench; then
