@@ -2,14 +2,15 @@
 // key, the MinP-gap rule inside tiles of Gk*Bk keys, kept key positions written in
 // ascending order. Semantics: shared/spec/vector-sparse-attention.md.
 //
-// One CTA (4 warps) takes ROWS pooled query rows of one (batch, head) and walks the keys in
-// chunks of KC keys (whole Bk slices), double-buffered with 16-byte cp.async into swizzled
-// tiles. Per chunk the scores of ROWS x KC pairs come from the tensor cores (mma.sync
-// m16n8k16, fp32 accumulation; the pooled queries are dtype numbers, so they are exact A
-// operands) into shared memory; then one warp per row applies the rule slice by slice,
-// carrying the tile's running max across chunks. Warps split the chunk as WARPS_M x WARPS_N
-// (16 rows x KC / WARPS_N keys each); every score is the same chain of mma over d whatever
-// the split, so results do not depend on ROWS.
+// One CTA takes ROWS pooled query rows of one (batch, head), one warp per 16 rows, and walks
+// the keys in chunks of KC keys (whole Bk slices), double-buffered with 16-byte cp.async into
+// swizzled tiles. Per chunk each warp computes the scores of its 16 rows x KC keys on the
+// tensor cores (mma.sync m16n8k16, fp32 accumulation; the pooled queries are dtype numbers,
+// so they are exact A operands) and applies the rule straight from the accumulators: a quad
+// of lanes holds one row's keys, so a slice's max is a few register maxima and two shuffles,
+// the tile's running max lives in registers across chunks, and kept keys are numbered in key
+// order with two ballots per 8 keys. Every score is the same chain of mma over d whatever
+// ROWS is, and max/compare are exact, so the selection does not depend on the tiles.
 // CSR output (vecattn_select): the count pass writes per-row counts; scan_body turns them
 // into offsets; the fill pass recomputes the same decisions and writes the indices at those
 // offsets. Inside a prefill (slot_offsets) the fill pass runs alone and puts each row's list
@@ -22,20 +23,14 @@
 
 namespace vecattn {
 
-constexpr int kSelectThreads = 128;
-
 template <int D, int BK, int ROWS>
 struct SelectShape {
     static constexpr int KC = BK > 64 ? BK : 64;         // keys per chunk: whole slices
     static constexpr int RC = D / 8;                     // 16-byte pieces per key row
-    static constexpr int E = BK > 32 ? BK / 32 : 1;      // keys per lane per step
-    static constexpr int STEP = 32 * E;                  // keys per warp step
-    static constexpr int SEG = BK < 32 ? BK : 32;        // lanes sharing one slice
-    static constexpr int WARPS_M = ROWS / 16;            // warps along rows (16 rows each)
-    static constexpr int WARPS_N = 4 / WARPS_M;          // warps along the chunk's keys
-    static constexpr int KW = KC / WARPS_N;              // keys per warp
-    static constexpr int NT = KW / 8;                    // n8 tiles per warp
-    static constexpr int SC_STRIDE = KC + 4;             // floats per score row (padded)
+    static constexpr int WARPS = ROWS / 16;              // one warp per 16 pooled rows
+    static constexpr int THREADS = WARPS * 32;
+    static constexpr int NT = KC / 8;                    // n8 tiles per chunk
+    static constexpr int SLICE_TILES = BK / 8;           // n8 tiles per slice
     static constexpr int Q_BYTES = ROWS * D * 2;
     static constexpr int K_BYTES = KC * D * 2;           // one of the two key buffers
 };
@@ -43,10 +38,10 @@ struct SelectShape {
 // Pooled, scaled queries of the CTA's rows into the swizzled dtype tile q_tile[ROWS][D]:
 // the mean in fp32 (sequential adds over the block's rows), rounded to the input dtype,
 // then scaled and rounded again, exactly as the spec says. Rows past the chunk are zero.
-template <int D, int PQ, bool BF16, int ROWS>
+template <int D, int PQ, bool BF16, int ROWS, int THREADS>
 __device__ __forceinline__ void pool_rows(const vecattn_problem &pb, const elem_t *q, int row0,
                                           int nrows, unsigned char *q_tile) {
-    for (int idx = threadIdx.x; idx < ROWS * D; idx += kSelectThreads) {
+    for (int idx = threadIdx.x; idx < ROWS * D; idx += THREADS) {
         int r = idx / D, d = idx % D;
         elem_t val = 0;
         if (r < nrows) {
@@ -64,12 +59,12 @@ __device__ __forceinline__ void pool_rows(const vecattn_problem &pb, const elem_
     }
 }
 
-template <int D, int KC>
+template <int D, int KC, int THREADS>
 __device__ __forceinline__ void load_key_chunk(const elem_t *k, long long stride_s, int c0, int seq_k,
                                                unsigned char *ks) {
     constexpr int RC = D / 8;
     unsigned base = smem_addr(ks);
-    for (int idx = threadIdx.x; idx < KC * RC; idx += kSelectThreads) {
+    for (int idx = threadIdx.x; idx < KC * RC; idx += THREADS) {
         int row = idx / RC, piece = idx % RC;
         int key = c0 + row;
         bool valid = key < seq_k;
@@ -79,47 +74,24 @@ __device__ __forceinline__ void load_key_chunk(const elem_t *k, long long stride
     cp_async_commit();
 }
 
-// Scores of ROWS rows x KC keys into sc[ROWS][SC_STRIDE]; -inf where the key is not a
-// candidate of the row, so it takes part in neither the max nor the selection.
-template <int D, int PQ, int BK, bool CAUSAL, bool BF16, int ROWS>
-__device__ __forceinline__ void score_chunk(const vecattn_problem &pb, const unsigned (&qf)[D / 16][4],
-                                            const unsigned char *ks, int c0, int row0, int nrows,
-                                            float *sc) {
-    using S = SelectShape<D, BK, ROWS>;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int wm = warp % S::WARPS_M, wn = warp / S::WARPS_M;
-    float acc[S::NT][4];
+// Scores of this warp's 16 rows x the chunk's KC keys: acc[j] holds rows g and g + 8 of
+// keys 8 j + 2 c + {0, 1} (the m16n8 C layout).
+template <int D, int KC, bool BF16>
+__device__ __forceinline__ void score_chunk(const unsigned (&qf)[D / 16][4], unsigned kbase,
+                                            float (&acc)[KC / 8][4]) {
+    constexpr int RC = D / 8, NT = KC / 8;
+    const int lane = threadIdx.x & 31, m = lane >> 3;
 #pragma unroll
-    for (int j = 0; j < S::NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    const unsigned kbase = smem_addr(ks);
+    for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
-        for (int np = 0; np < S::NT / 2; ++np) {
-            int m = lane >> 3;
-            int row = wn * S::KW + np * 16 + (m >> 1) * 8 + (lane & 7);
+        for (int np = 0; np < NT / 2; ++np) {
+            int row = np * 16 + (m >> 1) * 8 + (lane & 7);
             unsigned b0, b1, b2, b3;
-            ldmatrix_x4(kbase + swizzle<S::RC>(row, kk * 2 + (m & 1)), b0, b1, b2, b3);
+            ldmatrix_x4(kbase + swizzle<RC>(row, kk * 2 + (m & 1)), b0, b1, b2, b3);
             mma_16816<BF16>(acc[2 * np], qf[kk], b0, b1);
             mma_16816<BF16>(acc[2 * np + 1], qf[kk], b2, b3);
-        }
-    }
-    const int g = lane >> 2, c = lane & 3;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        int row = wm * 16 + g + r * 8;
-        int i = pb.qblock_begin + row0 + row;
-        int lo = CAUSAL ? PQ : 0;
-        int hi = CAUSAL ? min(i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
-        if (row >= nrows) hi = lo;  // padding rows have no candidates
-#pragma unroll
-        for (int j = 0; j < S::NT; ++j) {
-            int col = wn * S::KW + j * 8 + 2 * c;
-            int key = c0 + col;
-            float2 v;
-            v.x = key >= lo && key < hi ? acc[j][2 * r] : -VA_INF;
-            v.y = key + 1 >= lo && key + 1 < hi ? acc[j][2 * r + 1] : -VA_INF;
-            *(float2 *)(sc + row * S::SC_STRIDE + col) = v;
         }
     }
 }
@@ -132,7 +104,7 @@ __device__ __forceinline__ long long block_candidates(const vecattn_problem &pb,
     return hi > PQ ? hi - PQ : 0;
 }
 
-// Start of row `row`'s worst-case slot (slot_offsets mode), computed by one warp.
+// Start of row `row`'s worst-case slot (slot_offsets mode); every lane of the warp gets it.
 template <int PQ, bool CAUSAL>
 __device__ __forceinline__ long long slot_offset(const vecattn_select_params &p, int b, int h, int row) {
     const vecattn_problem &pb = p.pb;
@@ -143,60 +115,68 @@ __device__ __forceinline__ long long slot_offset(const vecattn_select_params &p,
     return (long long)(b * pb.heads_q + h) * p.slot_stride + before;
 }
 
-// The running max of one row's current tile, carried across steps and chunks.
+// The rule state of the two rows (g, g + 8) a lane shares with its quad.
 struct RowState {
-    float m;
-    int tile;
-    int count;
+    float m[2];        // running max of the current tile
+    int count[2];      // keys kept so far
+    long long out[2];  // where the row's list starts (fill pass)
+    int lo[2], hi[2];  // candidate keys [lo, hi)
 };
 
-// Apply the MinP-gap rule to one row's scores of a chunk, slice by slice, appending kept
-// keys (FILL) in ascending order. Executed by a whole warp, STEP keys at a time: the slice
-// max comes from a butterfly inside each SEG-lane segment, the running max of the tile
-// from a scan over the segments. When tiles are multiples of STEP keys (the usual case,
-// known at compile time) a step lies inside one tile and needs no per-lane tile ids.
-template <int BK, int GK, bool FILL>
-__device__ __forceinline__ void select_row_chunk(const float *sc_row, int c0, float gap,
-                                                 RowState &st, int *out, long long out_room) {
-    using S = SelectShape<64, BK, 16>;
-    constexpr int KC = S::KC;
-    constexpr int TILE = GK * BK;
-    constexpr bool UNIFORM = TILE % S::STEP == 0;
-    const int lane = threadIdx.x & 31;
-    const unsigned lt_mask = (1u << lane) - 1u;
+// Apply the MinP-gap rule to one chunk's scores, slice by slice in key order.
+template <int KC, int BK, int GK, bool FILL>
+__device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, float gap, int &tile,
+                                             RowState &st, const vecattn_select_params &p) {
+    constexpr int NT = KC / 8, ST = BK / 8, TILE = GK * BK;
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 #pragma unroll
-    for (int step = 0; step < KC; step += S::STEP) {
-        float s[S::E];
-        float v = -VA_INF;
-#pragma unroll
-        for (int e = 0; e < S::E; ++e) {
-            s[e] = sc_row[step + e * 32 + lane];
-            v = fmaxf(v, s[e]);
+    for (int s0 = 0; s0 < NT; s0 += ST) {
+        const int slice_key = c0 + s0 * 8;
+        const int slice_tile = slice_key / TILE;
+        if (slice_tile != tile) {  // uniform across the warp: keys are the same for all rows
+            tile = slice_tile;
+            st.m[0] = st.m[1] = -VA_INF;
         }
-        v = warp_max(v, S::SEG);  // the slice's max, in every lane of the slice
-        const int tile = (c0 + step + (UNIFORM ? 0 : lane)) / TILE;
-        float m = v;  // becomes the running max over the tile's slices up to this lane's
 #pragma unroll
-        for (int o = S::SEG; o < 32; o <<= 1) {
-            float mo = __shfl_up_sync(0xffffffffu, m, o);
-            bool same = UNIFORM || __shfl_up_sync(0xffffffffu, tile, o) == tile;
-            if (lane >= o && same) m = fmaxf(m, mo);
-        }
-        if (tile == st.tile) m = fmaxf(m, st.m);
-        int base = st.count;
+        for (int r = 0; r < 2; ++r) {
+            float smax = -VA_INF;
 #pragma unroll
-        for (int e = 0; e < S::E; ++e) {
-            bool keep = s[e] != -VA_INF && s[e] + gap >= m;
-            unsigned ballot = __ballot_sync(0xffffffffu, keep);
-            if (FILL && keep) {
-                long long pos = base + __popc(ballot & lt_mask);
-                if (pos < out_room) out[pos] = c0 + step + e * 32 + lane;
+            for (int j = s0; j < s0 + ST; ++j) {
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    int key = c0 + j * 8 + 2 * c + e;
+                    if (key < st.lo[r] || key >= st.hi[r]) acc[j][2 * r + e] = -VA_INF;
+                    smax = fmaxf(smax, acc[j][2 * r + e]);
+                }
             }
-            base += __popc(ballot);
+            smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 1));
+            smax = fmaxf(smax, __shfl_xor_sync(0xffffffffu, smax, 2));
+            st.m[r] = fmaxf(st.m[r], smax);
         }
-        st.count = base;
-        st.m = __shfl_sync(0xffffffffu, m, 31);
-        st.tile = UNIFORM ? tile : __shfl_sync(0xffffffffu, tile, 31);
+#pragma unroll
+        for (int j = s0; j < s0 + ST; ++j) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                bool k0 = acc[j][2 * r] != -VA_INF && acc[j][2 * r] + gap >= st.m[r];
+                bool k1 = acc[j][2 * r + 1] != -VA_INF && acc[j][2 * r + 1] + gap >= st.m[r];
+                if (FILL) {
+                    // the quad's 8 keys of this n8 tile, bit 2 c' + e for lane c', in key order
+                    unsigned b0 = __ballot_sync(0xffffffffu, k0) >> (g * 4) & 0xFu;
+                    unsigned b1 = __ballot_sync(0xffffffffu, k1) >> (g * 4) & 0xFu;
+                    unsigned bits = 0;
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) bits |= ((b0 >> q) & 1u) << (2 * q) | ((b1 >> q) & 1u) << (2 * q + 1);
+                    int before = st.count[r] + __popc(bits & ((1u << (2 * c)) - 1u));
+                    long long room = p.indices_capacity - st.out[r];
+                    int key = c0 + j * 8 + 2 * c;
+                    if (k0 && before < room) p.indices[st.out[r] + before] = key;
+                    if (k1 && before + k0 < room) p.indices[st.out[r] + before + k0] = key + 1;
+                    st.count[r] += __popc(bits);
+                } else {
+                    st.count[r] += k0 + k1;  // per lane; the quad's sum is taken at the end
+                }
+            }
+        }
     }
 }
 
@@ -204,11 +184,9 @@ template <int D, int PQ, int BK, int GK, bool CAUSAL, bool BF16, int ROWS, bool 
 __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     using S = SelectShape<D, BK, ROWS>;
     static_assert(ROWS == 16 || ROWS == 32 || ROWS == 64, "16, 32 or 64 pooled rows per CTA");
-    constexpr int ROWS_PER_WARP = ROWS / 4;
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *q_tile = smem;
     unsigned char *k_bufs = smem + S::Q_BYTES;  // two key buffers of K_BYTES
-    float *sc = (float *)(smem + S::Q_BYTES + 2 * S::K_BYTES);
 
     const vecattn_problem &pb = p.pb;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -229,63 +207,71 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     const int c_first = (lo / S::KC) * S::KC;
     const int chunks = hi > c_first ? (hi - c_first + S::KC - 1) / S::KC : 0;
 
-    if (chunks > 0) load_key_chunk<D, S::KC>(k, pb.k_stride_s, c_first, pb.seq_k, k_bufs);
-    pool_rows<D, PQ, BF16, ROWS>(pb, q, row0, nrows, q_tile);
+    if (chunks > 0) load_key_chunk<D, S::KC, S::THREADS>(k, pb.k_stride_s, c_first, pb.seq_k, k_bufs);
+    pool_rows<D, PQ, BF16, ROWS, S::THREADS>(pb, q, row0, nrows, q_tile);
     __syncthreads();
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     unsigned qf[D / 16][4];  // this warp's 16 pooled rows as A fragments
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
         int m = lane >> 3;
-        int row = (warp % S::WARPS_M) * 16 + (m & 1) * 8 + (lane & 7);
+        int row = warp * 16 + (m & 1) * 8 + (lane & 7);
         ldmatrix_x4(smem_addr(q_tile) + swizzle<S::RC>(row, kk * 2 + (m >> 1)), qf[kk][0], qf[kk][1],
                     qf[kk][2], qf[kk][3]);
     }
 
-    RowState st[ROWS_PER_WARP];
-    long long out_at[ROWS_PER_WARP];
+    RowState st;
 #pragma unroll
-    for (int w = 0; w < ROWS_PER_WARP; ++w) {
-        st[w].m = -VA_INF;
-        st[w].tile = -1;
-        st[w].count = 0;
-        int row = warp + 4 * w;
-        out_at[w] = 0;
-        if (FILL && row < nrows) {
-            if (p.slot_offsets) {
-                out_at[w] = slot_offset<PQ, CAUSAL>(p, b, h, row0 + row);
-                if (lane == 0) p.offsets[row_base + row] = out_at[w];
-            } else {
-                out_at[w] = p.offsets[row_base + row];
-            }
+    for (int r = 0; r < 2; ++r) {
+        int row = warp * 16 + g + r * 8;
+        int i = pb.qblock_begin + row0 + row;
+        st.m[r] = -VA_INF;
+        st.count[r] = 0;
+        st.lo[r] = lo;
+        st.hi[r] = row >= nrows ? lo : CAUSAL ? min(i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
+        st.out[r] = 0;
+    }
+    if (FILL) {  // where the lists of this warp's rows start; each lane keeps its two
+        for (int rr = 0; rr < 16; ++rr) {
+            int wrow = warp * 16 + rr;
+            if (wrow >= nrows) break;  // uniform across the warp
+            long long off = p.slot_offsets ? slot_offset<PQ, CAUSAL>(p, b, h, row0 + wrow)
+                                           : p.offsets[row_base + wrow];
+            if (p.slot_offsets && lane == 0) p.offsets[row_base + wrow] = off;
+            if (rr == g) st.out[0] = off;
+            if (rr == g + 8) st.out[1] = off;
         }
     }
 
+    int tile = -1;
     for (int ci = 0; ci < chunks; ++ci) {
         const int c0 = c_first + ci * S::KC;
         if (ci + 1 < chunks) {
-            load_key_chunk<D, S::KC>(k, pb.k_stride_s, c0 + S::KC, pb.seq_k, k_bufs + ((ci + 1) & 1) * S::K_BYTES);
+            load_key_chunk<D, S::KC, S::THREADS>(k, pb.k_stride_s, c0 + S::KC, pb.seq_k,
+                                                 k_bufs + ((ci + 1) & 1) * S::K_BYTES);
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
-        __syncthreads();  // chunk ci landed; the previous chunk's scores are no longer read
-        score_chunk<D, PQ, BK, CAUSAL, BF16, ROWS>(pb, qf, k_bufs + (ci & 1) * S::K_BYTES, c0, row0, nrows, sc);
-        __syncthreads();
+        __syncthreads();  // chunk ci landed for every warp
+        float acc[S::NT][4];
+        score_chunk<D, S::KC, BF16>(qf, smem_addr(k_bufs + (ci & 1) * S::K_BYTES), acc);
+        __syncthreads();  // every warp read chunk ci: its buffer may be refilled
+        select_chunk<S::KC, BK, GK, FILL>(acc, c0, gap, tile, st, p);
+    }
+    if (!FILL) {
 #pragma unroll
-        for (int w = 0; w < ROWS_PER_WARP; ++w) {
-            int row = warp + 4 * w;
-            if (row < nrows) {
-                long long room = p.indices_capacity - out_at[w];
-                select_row_chunk<BK, GK, FILL>(sc + row * S::SC_STRIDE, c0, gap, st[w],
-                                               p.indices + out_at[w], room);
-            }
+        for (int r = 0; r < 2; ++r) {
+            st.count[r] += __shfl_xor_sync(0xffffffffu, st.count[r], 1);
+            st.count[r] += __shfl_xor_sync(0xffffffffu, st.count[r], 2);
         }
     }
-    if (lane == 0) {
+    if ((lane & 3) == 0) {
 #pragma unroll
-        for (int w = 0; w < ROWS_PER_WARP; ++w)
-            if (warp + 4 * w < nrows) p.counts[row_base + warp + 4 * w] = st[w].count;
+        for (int r = 0; r < 2; ++r) {
+            int row = warp * 16 + g + r * 8;
+            if (row < nrows) p.counts[row_base + row] = st.count[r];
+        }
     }
 }
 
