@@ -232,8 +232,11 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
                         s.q_in_smem = q_smem || bm == 32 * warps;  /* two atoms: always */
                         if (q_smem || !s.q_in_smem) add_if_valid(&s, out, max, &n);
                     }
-    s = *base;  /* the Hopper kernel has one tile shape */
-    s.impl = 1, s.block_m = 64, s.block_n = 64, s.warps = 4, s.q_in_smem = 0, s.ctas_per_sm = 0;
-    add_if_valid(&s, out, max, &n);
+    s = *base;  /* the Hopper kernel has one tile shape; 4 CTAs per SM fit in 128 registers */
+    s.impl = 1, s.block_m = 64, s.block_n = 64, s.warps = 4, s.q_in_smem = 0;
+    for (int ctas = 0; ctas <= 4; ctas += 4) {
+        s.ctas_per_sm = ctas;
+        add_if_valid(&s, out, max, &n);
+    }
     return n;
 }
