@@ -78,6 +78,7 @@ if has bench; then
         python3 bench/anchors.py --seq "$BENCH_SEQS" --heads "$heads" --heads-kv "$hkv" --head-dim "$dim" \
             --samples "$SAMPLES" --csv "$csv" $causal_flag >>"$OUT/bench.log" 2>&1 || { status=1; tail -5 "$OUT/bench.log"; }
     done
+    python3 bench/plot.py "$csv" --out "$OUT/bench.png" >>"$OUT/bench.log" 2>&1 || echo "plot: see bench.log"
     echo
     cat "$OUT/bench.log"
 fi
