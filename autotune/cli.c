@@ -182,17 +182,6 @@ static int parse_kernel(const char *s, va_kernel_kind *out)
     return 1;
 }
 
-static int parse_dtype(const char *s, vecattn_dtype *out)
-{
-    if (strcmp(s, "bf16") == 0)
-        *out = VECATTN_BF16;
-    else if (strcmp(s, "fp16") == 0)
-        *out = VECATTN_FP16;
-    else
-        return 0;
-    return 1;
-}
-
 /* "sm_80" -> 80, "sm_90a" -> 90; the code generator decides which ones it supports. */
 static int parse_arch(const char *s, int *out)
 {
@@ -330,7 +319,7 @@ static int parse_source(int argc, char **argv, source_opts *o)
         return rc;
     if (!parse_kernel(kernel, &o->kind))
         return usage_error("--kernel must be select or attention, not '%s'", kernel);
-    if (!parse_dtype(dtype, &o->dtype))
+    if (!va_dtype_parse(dtype, &o->dtype))
         return usage_error("--dtype must be bf16 or fp16, not '%s'", dtype);
     if (!parse_arch(arch, &o->arch))
         return usage_error("--arch must look like sm_80 or sm_90a, not '%s'", arch);
