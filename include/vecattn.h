@@ -49,7 +49,8 @@
 ** MEMORY MANAGEMENT
 **   The context owns everything it allocates: compiled modules, and a device workspace that
 **   grows on demand and is reused by later calls. Its size is bounded by the chunk size
-**   (see vecattn_prefill_args.chunk_size), never by the whole nQ x Sk problem. The caller
+**   (see vecattn_prefill_args.chunk_size), never by the whole nQ x Sk problem; a caller may
+**   pass its own instead (vecattn_prefill_args.workspace, for CUDA graphs). The caller
 **   owns all tensors it passes. Strings returned by vecattn_errmsg() belong to the context
 **   and stay valid until its next call.
 **
@@ -209,6 +210,14 @@ VECATTN_API vecattn_status vecattn_errcode(const vecattn_ctx *ctx);
 ** Resource parameters (they never change the result):
 **   chunk_size  queries per chunk, a multiple of pq; 0 lets the library choose. Chunks are
 **               processed one after another so that the index workspace stays bounded.
+** Workspace (optional; resource only):
+**   workspace, workspace_size
+**               a device buffer of at least vecattn_prefill_workspace_size() bytes, 256-byte
+**               aligned, used instead of the context's own workspace. The call then allocates
+**               and frees no device memory, so it can be captured in a CUDA graph and replayed:
+**               give every captured call its own buffer (e.g. from the framework's allocator)
+**               that lives as long as the graph. NULL: the context's workspace, which grows
+**               on demand (growing waits for the device and moves the buffer).
 ** Outputs:
 **   o           [B, Hq, Sq, D], written in the input dtype.
 **   lse         optional [B, Hq, Sq] float32 device array: natural-log sum of exp per row.
@@ -235,6 +244,8 @@ typedef struct vecattn_prefill_args {
     float scale;
     int chunk_size;
     float *sparsity_out;       /* host, optional */
+    void *workspace;           /* device, optional: see "Workspace" above */
+    size_t workspace_size;     /* bytes at `workspace` */
 } vecattn_prefill_args;
 
 /* Fill `args` with zeros and the method's defaults (p 0.9, Pq 64, Bk 16, Gk 16, causal,
@@ -255,7 +266,15 @@ VECATTN_API void vecattn_set_contiguous_bshd(vecattn_prefill_args *args);
 VECATTN_API vecattn_status vecattn_check_prefill_args(const vecattn_prefill_args *args, char *msg,
                                                       size_t msg_size);
 
-/* Selection and sparse attention (or dense attention when args->dense) on `stream`. */
+/*
+** Device workspace that vecattn_prefill() needs for `args` (0 in dense mode): the largest
+** chunk's counts, offsets and worst-case index lists. Depends on sizes, pq, causal and
+** chunk_size only, so one query serves every call of the same shape. Runs no device code.
+*/
+VECATTN_API vecattn_status vecattn_prefill_workspace_size(const vecattn_prefill_args *args, size_t *bytes);
+
+/* Selection and sparse attention (or dense attention when args->dense) on `stream`.
+** A caller's workspace smaller than needed gives VECATTN_E_CAPACITY, and nothing runs. */
 VECATTN_API vecattn_status vecattn_prefill(vecattn_ctx *ctx, const vecattn_prefill_args *args,
                                            vecattn_stream stream);
 

@@ -181,17 +181,42 @@ static int64_t chunk_capacity(const vecattn_prefill_args *a, int begin, int rows
 
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
-/* Carve counts | offsets | indices for `rows` blocks and `capacity` indices out of the workspace. */
+/* Bytes of counts | offsets | indices for `rows` blocks and `capacity` indices. */
+static size_t csr_bytes(const vecattn_prefill_args *a, int rows, int64_t capacity, size_t *counts_bytes,
+                        size_t *offsets_bytes) {
+    size_t n = (size_t)a->batch * a->heads_q * rows;
+    *counts_bytes = align256(n * 4);
+    *offsets_bytes = align256((n + 1) * 8);
+    return *counts_bytes + *offsets_bytes + align256((size_t)capacity * 4 + 4);
+}
+
+/* The largest chunk's CSR bytes: what a prefill of `a` needs. */
+static size_t sparse_workspace_bytes(const vecattn_prefill_args *a) {
+    size_t most = 0, cb, ob;
+    for (int begin = 0; begin < n_qblocks(a);) {
+        int rows = chunk_rows(a, begin);
+        size_t bytes = csr_bytes(a, rows, chunk_capacity(a, begin, rows), &cb, &ob);
+        if (bytes > most) most = bytes;
+        begin += rows;
+    }
+    return most;
+}
+
+/* Carve counts | offsets | indices for `rows` blocks and `capacity` indices out of the caller's
+** workspace when there is one (its size was checked on entry), else the context's. */
 static vecattn_status reserve_csr(vecattn_ctx *ctx, const vecattn_prefill_args *a, int rows, int64_t capacity,
                                   csr_buffers *buf) {
-    size_t n = (size_t)a->batch * a->heads_q * rows;
-    size_t counts_bytes = align256(n * 4), offsets_bytes = align256((n + 1) * 8);
-    size_t total = counts_bytes + offsets_bytes + align256((size_t)capacity * 4 + 4);
-    vecattn_status st = va_workspace_reserve(ctx, total);
-    if (st != VECATTN_OK) return st;
-    buf->counts = ctx->workspace;
-    buf->offsets = ctx->workspace + counts_bytes;
-    buf->indices = ctx->workspace + counts_bytes + offsets_bytes;
+    size_t counts_bytes, offsets_bytes;
+    size_t total = csr_bytes(a, rows, capacity, &counts_bytes, &offsets_bytes);
+    CUdeviceptr base = (CUdeviceptr)a->workspace;
+    if (!base) {
+        vecattn_status st = va_workspace_reserve(ctx, total);
+        if (st != VECATTN_OK) return st;
+        base = ctx->workspace;
+    }
+    buf->counts = base;
+    buf->offsets = base + counts_bytes;
+    buf->indices = base + counts_bytes + offsets_bytes;
     buf->capacity = capacity;
     return VECATTN_OK;
 }
@@ -254,9 +279,22 @@ static vecattn_status prefill_dense(vecattn_ctx *ctx, const vecattn_prefill_args
     return st;
 }
 
+/* A caller's workspace must hold the largest chunk before anything is queued. */
+static vecattn_status check_caller_workspace(vecattn_ctx *ctx, const vecattn_prefill_args *a) {
+    if (!a->workspace) return VECATTN_OK;
+    if ((uintptr_t)a->workspace % 256 != 0)
+        return va_fail(ctx, VECATTN_E_LAYOUT, "workspace = %p is not 256-byte aligned", a->workspace);
+    size_t need = sparse_workspace_bytes(a);
+    if (a->workspace_size < need)
+        return va_fail(ctx, VECATTN_E_CAPACITY, "workspace_size = %zu bytes, this problem needs %zu "
+                       "(vecattn_prefill_workspace_size)", a->workspace_size, need);
+    return VECATTN_OK;
+}
+
 static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_args *a, CUstream stream) {
     kernels kn;
-    vecattn_status st = load_kernels(ctx, a, 1, 1, &kn);
+    vecattn_status st = check_caller_workspace(ctx, a);
+    if (st == VECATTN_OK) st = load_kernels(ctx, a, 1, 1, &kn);
     double selected_pairs = 0.0;
     int chunks = 0;
     for (int begin = 0; st == VECATTN_OK && begin < n_qblocks(a); ++chunks) {
@@ -285,6 +323,14 @@ vecattn_status vecattn_prefill(vecattn_ctx *ctx, const vecattn_prefill_args *a, 
     st = a->dense ? prefill_dense(ctx, a, (CUstream)stream) : prefill_sparse(ctx, a, (CUstream)stream);
     va_ctx_leave(ctx);
     return st;
+}
+
+vecattn_status vecattn_prefill_workspace_size(const vecattn_prefill_args *a, size_t *bytes) {
+    if (!a || !bytes) return VECATTN_E_MISUSE;
+    vecattn_status st = va_check_args(a, 0, NULL, 0);
+    if (st != VECATTN_OK) return st;
+    *bytes = a->dense ? 0 : sparse_workspace_bytes(a);
+    return VECATTN_OK;
 }
 
 static vecattn_status read_total(vecattn_ctx *ctx, const csr_buffers *buf, int64_t n, CUstream stream,

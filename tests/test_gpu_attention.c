@@ -10,7 +10,9 @@
 **   (b) dense mode against dense reference attention;
 **   (c) vecattn_sparse_attention on caller-made forced ranges and random index lists
 **       (including keys past the causal limit, and empty key sets when non-causal);
-**   (d) chunk_size = pq gives bitwise the same O and LSE as chunk_size = 0 in (a).
+**   (d) chunk_size = pq gives bitwise the same O and LSE as chunk_size = 0 in (a);
+**   (e) a caller's workspace of exactly vecattn_prefill_workspace_size() poisoned bytes gives
+**       bitwise (a)'s output; one 256-byte step less is VECATTN_E_CAPACITY and O stays as it was.
 ** Exits 77 (SKIP) without a GPU.
 */
 #include <math.h>
@@ -257,6 +259,15 @@ static int part_byo(gpu_env *env, const test_problem *p, buffers *bf, double *er
     return ok;
 }
 
+static int same_as_unchunked(const test_problem *p, buffers *bf)
+{
+    problem_download_outputs(p, bf->o, bf->lse);
+    int same = !memcmp(bf->o, bf->o_unchunked, sizeof(uint16_t) * p->q_elems);
+    if (p->dlse)
+        same = same && !memcmp(bf->lse, bf->lse_unchunked, sizeof(float) * lse_count(p));
+    return same;
+}
+
 /* ---- (d) chunking changes nothing ---------------------------------------------------------- */
 
 static int part_chunk(gpu_env *env, const test_problem *p, buffers *bf)
@@ -266,12 +277,41 @@ static int part_chunk(gpu_env *env, const test_problem *p, buffers *bf)
     problem_poison_outputs(p);
     if (!api_ok(env, vecattn_prefill(env->ctx, &a, env->stream), p, "vecattn_prefill (chunked)"))
         return 0;
-    problem_download_outputs(p, bf->o, bf->lse);
-    int same = !memcmp(bf->o, bf->o_unchunked, sizeof(uint16_t) * p->q_elems);
-    if (p->dlse)
-        same = same && !memcmp(bf->lse, bf->lse_unchunked, sizeof(float) * lse_count(p));
+    int same = same_as_unchunked(p, bf);
     CHECK(same, "%s: chunk_size = pq changes the output", p->c.name);
     return same;
+}
+
+/* ---- (e) the caller's workspace ------------------------------------------------------------ */
+
+static int part_workspace(gpu_env *env, const test_problem *p, buffers *bf)
+{
+    vecattn_prefill_args a = p->dev;
+    size_t need = 0;
+    if (!api_ok(env, vecattn_prefill_workspace_size(&a, &need), p, "vecattn_prefill_workspace_size"))
+        return 0;
+    CUdeviceptr ws = gpu_alloc(need);
+    gpu_poison(ws, need);
+    a.workspace = (void *)ws, a.workspace_size = need;
+    problem_poison_outputs(p);
+    int ok = api_ok(env, vecattn_prefill(env->ctx, &a, env->stream), p, "vecattn_prefill (workspace)");
+    ok = ok && same_as_unchunked(p, bf);
+    CHECK(ok, "%s: the caller's workspace changes the output", p->c.name);
+
+    /* too small: refused before anything is queued, O keeps its poison */
+    problem_poison_outputs(p);
+    uint16_t *poisoned = malloc(sizeof(uint16_t) * p->q_elems);
+    float *lse_unused = malloc(sizeof(float) * lse_count(p));
+    problem_download_outputs(p, poisoned, lse_unused);
+    a.workspace_size = need - 256;
+    vecattn_status st = vecattn_prefill(env->ctx, &a, env->stream);
+    problem_download_outputs(p, bf->o, bf->lse);
+    int refused = st == VECATTN_E_CAPACITY && !memcmp(poisoned, bf->o, sizeof(uint16_t) * p->q_elems);
+    CHECK(refused, "%s: a short workspace gave status %d (%s), O %s", p->c.name, (int)st,
+          vecattn_errmsg(env->ctx), refused ? "kept" : "written or wrong status");
+    free(poisoned), free(lse_unused);
+    gpu_free(ws);
+    return ok && refused;
 }
 
 /* Returns 1 when every part of the case passed. */
@@ -284,11 +324,11 @@ static int run_case(gpu_env *env, const test_case *c)
     double e_pre = NAN, e_dense = NAN, e_byo = NAN;
     float sparsity = NAN;
     int ok_pre = part_prefill(env, &p, &bf, &e_pre, &sparsity);
-    int ok_chunk = ok_pre && part_chunk(env, &p, &bf);
+    int ok_chunk = ok_pre && part_chunk(env, &p, &bf) && part_workspace(env, &p, &bf);
     int ok_dense = part_dense(env, &p, &bf, &e_dense);
     int ok_byo = part_byo(env, &p, &bf, &e_byo);
     int pass = ok_pre && ok_chunk && ok_dense && ok_byo;
-    printf("%-34s sparsity %.4f  err prefill %.2e dense %.2e byo %.2e  chunked %s  %s\n",
+    printf("%-34s sparsity %.4f  err prefill %.2e dense %.2e byo %.2e  chunked+workspace %s  %s\n",
            c->name, sparsity, e_pre, e_dense, e_byo, ok_chunk ? "same" : "DIFFERS",
            pass ? "PASS" : "FAIL");
     buffers_free(&bf);
