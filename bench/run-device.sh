@@ -6,8 +6,9 @@
 #   source .deps/use-deps.sh && bash bench/run-device.sh            # everything
 #   STEPS="build bench" BENCH_SEQS=16384,32768 bash bench/run-device.sh
 #
-# Knobs: STEPS (build test sanitize cache bench), BENCH_SEQS, BENCH_SPARSITY, BENCH_SHAPES
-# (";"-separated vecattn-bench flag sets), SAMPLES.
+# Knobs: STEPS (build test sanitize cache sweep bench), BENCH_SEQS, BENCH_SPARSITY, BENCH_SHAPES
+# (";"-separated vecattn-bench flag sets), SAMPLES, SWEEP_TILES (";"-separated attention tile
+# sets that the sweep step times one after another with VECATTN_TILES_ATTENTION).
 set -uo pipefail
 OUT=${OUT:-/tmp/vecattn-out}
 STEPS=${STEPS:-"build test sanitize bench"}
@@ -60,6 +61,22 @@ if has cache; then
     echo "no-JIT after precompile: rc=$?"
     VECATTN_CACHE=/proc/vecattn-unwritable.db $tool selftest >"$OUT/unwritable.log" 2>&1
     echo "unwritable cache: rc=$? warnings=$(grep -c 'vecattn: warning' "$OUT/unwritable.log")"
+fi
+
+if has sweep; then
+    # The same benchmark per forced attention tile set: which kernel shape wins where.
+    SWEEP_TILES=${SWEEP_TILES:-"impl=1,block_m=64,block_n=64,warps=4,q_in_smem=1,ctas_per_sm=4"}
+    IFS=';' read -ra tile_sets <<<"$SWEEP_TILES"
+    IFS=';' read -ra shapes <<<"$BENCH_SHAPES"
+    for tiles in "${tile_sets[@]}"; do
+        for shape in "${shapes[@]}"; do
+            echo "== tiles $tiles | $shape" >>"$OUT/sweep.log"
+            # shellcheck disable=SC2086
+            VECATTN_TILES_ATTENTION="$tiles" $BUILD/vecattn-bench --seq "$BENCH_SEQS" --sparsity "$BENCH_SPARSITY" \
+                --samples "$SAMPLES" --csv "$OUT/sweep.csv" $shape >>"$OUT/sweep.log" 2>&1 || status=1
+        done
+    done
+    cat "$OUT/sweep.log"
 fi
 
 if has bench; then
