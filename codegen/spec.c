@@ -48,7 +48,7 @@ void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dty
     if (arch == 90 && pq >= 64) {
         spec->impl = 1;
         spec->block_m = 64, spec->block_n = 64, spec->warps = 4;
-        spec->q_in_smem = 1, spec->ctas_per_sm = 4;
+        spec->q_in_smem = 0, spec->ctas_per_sm = 4;
     }
 }
 
@@ -86,12 +86,8 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
     }
     size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
     size_t align_slack = s->impl == 1 ? 1024 : 0;  /* wgmma tiles start on 1024-byte boundaries */
-    size_t q_tile = s->impl == 1 && !s->q_in_smem ? 0 : bm * d * 2; /* wgmma: Q staged through V */
-    return q_tile + 2 * bn * d * 2 + 2 * bn * 4 + align_slack;
+    return bm * d * 2 + 2 * bn * d * 2 + 2 * bn * 4 + align_slack;
 }
-
-/* Shared memory per SM on sm_90 (228 KiB, of which 1 KiB per CTA is reserved). */
-#define VA_SM90_SMEM_PER_SM ((size_t)228 * 1024)
 
 #define BAD(...) (snprintf(msg, msg_size, __VA_ARGS__), VECATTN_E_CODEGEN)
 
@@ -123,12 +119,11 @@ static vecattn_status validate_select(const va_kernel_spec *s, char *msg, size_t
 static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, size_t msg_size) {
     if (!is_pow2_between(s->block_m, 16, 128) || s->block_m > s->pq)
         return BAD("block_m %d must be 16, 32, 64 or 128 and divide pq %d", s->block_m, s->pq);
-    if (s->impl != 0 && s->impl != 1) return BAD("impl %d is not 0 (mma.sync) or 1 (wgmma)", s->impl);
-    if (s->impl == 0 && s->block_n != 32 && s->block_n != 64)
+    if (s->block_n != 32 && s->block_n != 64)
         return BAD("block_n %d is not 32 or 64", s->block_n);
-    if (s->impl == 1 && (s->arch != 90 || s->block_m != 64 || (s->block_n != 64 && s->block_n != 128) ||
-                         s->warps != 4 || s->pq < 64))
-        return BAD("impl 1 (wgmma) needs sm_90a, block_m 64, block_n 64 or 128, warps 4 and pq >= 64");
+    if (s->impl != 0 && s->impl != 1) return BAD("impl %d is not 0 (mma.sync) or 1 (wgmma)", s->impl);
+    if (s->impl == 1 && (s->arch != 90 || s->block_m != 64 || s->block_n != 64 || s->warps != 4 || s->pq < 64))
+        return BAD("impl 1 (wgmma) needs sm_90a, block_m 64, block_n 64, warps 4 and pq >= 64");
     if (s->q_in_smem != 0 && s->q_in_smem != 1) return BAD("q_in_smem %d is not 0 or 1", s->q_in_smem);
     if (s->block_m == 32 * s->warps && !s->q_in_smem)
         return BAD("q_in_smem 0 with two row atoms per warp (block_m %d, warps %d): Q is always re-read",
@@ -238,16 +233,11 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
                         s.q_in_smem = q_smem || bm == 32 * warps;  /* two atoms: always */
                         if (q_smem || !s.q_in_smem) add_if_valid(&s, out, max, &n);
                     }
-    /* The Hopper kernel: 64 query rows, 64 or 128 keys per step, Q in shared memory or in
-    ** registers; CTAs per SM only where that many fit in shared memory. */
-    s = *base;
-    s.impl = 1, s.block_m = 64, s.warps = 4;
-    for (int bn = 64; bn <= 128; bn *= 2)
-        for (int q_smem = 0; q_smem <= 1; ++q_smem)
-            for (int ctas = 0; ctas <= 4; ctas += ctas ? 1 : 2) { /* 0, 2, 3, 4 */
-                s.block_n = bn, s.q_in_smem = q_smem, s.ctas_per_sm = ctas;
-                if ((size_t)ctas * (va_spec_smem_bytes(&s) + 1024) <= VA_SM90_SMEM_PER_SM)
-                    add_if_valid(&s, out, max, &n);
-            }
+    s = *base;  /* the Hopper kernel has one tile shape; 4 CTAs per SM fit in 128 registers */
+    s.impl = 1, s.block_m = 64, s.block_n = 64, s.warps = 4, s.q_in_smem = 0;
+    for (int ctas = 0; ctas <= 4; ctas += 4) {
+        s.ctas_per_sm = ctas;
+        add_if_valid(&s, out, max, &n);
+    }
     return n;
 }

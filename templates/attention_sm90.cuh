@@ -1,19 +1,12 @@
 // attention_sm90.cuh -- the attention kernel of attention.cuh with Hopper's warpgroup MMA
-// (sm_90a): S = Q K^T and O += P V as wgmma.mma_async m64n64k16, K/V tiles (and Q with
-// Q_IN_SMEM) in the canonical 128-byte-swizzled layout read through shared-memory
-// descriptors, P from registers.
+// (sm_90a): S = Q K^T and O += P V as wgmma.mma_async m64n64k16, Q and K/V tiles in the
+// canonical 128-byte-swizzled layout read through shared-memory descriptors, P from registers.
 //
 // One CTA is one warpgroup (4 warps, 64 query rows); warp w owns rows 16w..16w+15, and the
 // wgmma accumulator layout of a warp is the mma.sync C layout of attention.cuh, so the key
 // walk, the gathers, the online softmax and the epilogue are the same functions. Gathered
 // rows arrive by cp.async (generic proxy) and are read by wgmma (async proxy): every thread
 // fences the proxies after its copies complete and before the barrier.
-//
-// Why Q in registers (Q_IN_SMEM false) exists: an m64n64k16 wgmma with both operands in
-// shared memory reads 4 KiB in the 32 cycles its math takes, which is all of the SM's
-// 128 B/cycle, so S = Q K^T is bound by shared memory. With Q's fragments in registers
-// (loaded once by ldmatrix; the tile is staged through the V buffer) it reads 2 KiB. BN 128
-// halves the barriers and softmax bookkeeping per key; S is then two n64 wgmmas per k step.
 #pragma once
 
 #ifndef VECATTN_GENERATED
@@ -65,34 +58,19 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[32], unsigned long long da, 
                      : "l"(da), "l"(db), "r"(accumulate));
 }
 
-// d(64x64, fp32) (+)= A(64x16, registers) * B(16x64, shared): TRANS_B for an MN-major B
-// (V: [keys][d]), else K-major (K: [keys][d] read as K^T).
-template <bool BF16, bool TRANS_B = true>
-__device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4], unsigned long long db,
-                                         int accumulate = 1) {
+// d(64x64, fp32) += A(64x16, registers) * B(16x64, shared, MN-major: transposed).
+template <bool BF16>
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4], unsigned long long db) {
     if (BF16)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " VA_D32
-                     ", {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " VA_D32
+                     ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
                      : VA_ACC32(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TRANS_B ? 1 : 0));
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
     else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " VA_D32
-                     ", {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " VA_D32
+                     ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
                      : VA_ACC32(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate), "n"(TRANS_B ? 1 : 0));
-}
-
-// Warp w's A fragments of Q (rows 16w.., the mma.sync A layout that wgmma's register A
-// operand uses) for every k step, read by ldmatrix from the swizzled Q tile.
-template <int D, int BM>
-__device__ __forceinline__ void load_q_fragments(unsigned (&qf)[D / 16][4], unsigned q_base) {
-    const int lane = threadIdx.x & 31, row = (threadIdx.x >> 5) * 16 + (lane & 15);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-        ldmatrix_x4(q_base + tile_offset<D / 8, BM, true>(row, 2 * kk + (lane >> 4)), qf[kk][0], qf[kk][1],
-                    qf[kk][2], qf[kk][3]);
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
 // A [DT][4] accumulator array viewed as the 32-register operand of one 64-column wgmma.
@@ -101,42 +79,17 @@ __device__ __forceinline__ float (&acc_slice(float (&o)[DT][4], int j0))[32] {
     return *reinterpret_cast<float(*)[32]>(&o[j0][0]);
 }
 
-// S(64 x BN) = Q K^T over D / 16 k steps, as BN / 64 wgmmas of n64 per step. Inside a
-// 128-byte slab a k step advances the start by 32 bytes; key rows 64.. start 8 KiB later.
-template <int D, int BN, bool Q_IN_SMEM, bool BF16>
-__device__ __forceinline__ void qk_wgmma(float (&s)[BN / 8][4], const unsigned (&qf)[D / 16][4], unsigned q_base,
-                                         unsigned k_base) {
-    constexpr int BM = 64;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-        for (int n = 0; n < BN / 64; ++n) {
-            unsigned k_addr = k_base + (kk >> 2) * BN * 128 + n * 64 * 128 + (kk & 3) * 32;
-            unsigned long long kd = smem_desc(k_addr, 16, 1024);
-            if (Q_IN_SMEM) {
-                unsigned q_addr = q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32;
-                wgmma_ss<BF16>(acc_slice<BN / 8>(s, n * 8), smem_desc(q_addr, 16, 1024), kd, kk > 0);
-            } else {
-                wgmma_rs<BF16, false>(acc_slice<BN / 8>(s, n * 8), qf[kk], kd, kk > 0);
-            }
-        }
-    }
-}
-
-template <int D, int PQ, int BN, bool Q_IN_SMEM, bool CAUSAL, bool BF16>
+template <int D, int PQ, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p) {
-    constexpr int BM = 64, THREADS = 128;
+    constexpr int BM = 64, BN = 64, THREADS = 128;
     constexpr int NT = BN / 8, DT = D / 8;
     constexpr int Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
-    static_assert(BN == 64 || BN == 128, "BN is 64 or 128");
-    static_assert(Q_IN_SMEM || KV_BYTES >= Q_BYTES, "Q is staged through the V tile");
     // the 128-byte swizzle needs 1024-byte aligned slabs: the host adds 1 KiB of slack
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-    constexpr int Q_TILE = Q_IN_SMEM ? Q_BYTES : 0;
-    const unsigned k_base = smem_addr(smem) + Q_TILE, v_base = k_base + KV_BYTES;
-    const unsigned q_base = Q_IN_SMEM ? smem_addr(smem) : v_base;
-    int *positions = (int *)(smem + Q_TILE + 2 * KV_BYTES);  // [2][BN]
+    const unsigned q_base = smem_addr(smem);
+    const unsigned k_base = q_base + Q_BYTES, v_base = k_base + KV_BYTES;
+    int *positions = (int *)(smem + Q_BYTES + 2 * KV_BYTES);  // [2][BN]
 
     const vecattn_problem &pb = p.pb;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -164,14 +117,6 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
         need_mask = __syncthreads_or(fill_positions<BN, THREADS, CAUSAL>(keys, 0, positions, first_pos));
         gather_rows<D, BN, THREADS, true>(k, k_stride, positions, k_base);
     }
-    unsigned qf[D / 16][4];
-    if (!Q_IN_SMEM) {
-        // Q (staged in the V tile) to registers; the loop's first barrier orders these reads
-        // before V(0) overwrites the tile
-        cp_async_wait<0>();
-        __syncthreads();
-        load_q_fragments<D, BM>(qf, q_base);
-    }
 
     float o[DT][4];
 #pragma unroll
@@ -189,9 +134,15 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
         int next_mask = 0;
         if (step + 1 < steps) next_mask = fill_positions<BN, THREADS, CAUSAL>(keys, step + 1, pos_next, first_pos);
 
+        // S = Q K^T: D/16 steps of k; within a 128-byte slab a step advances the start by 32 bytes
         float s[NT][4];
         wgmma_fence();
-        qk_wgmma<D, BN, Q_IN_SMEM, BF16>(s, qf, q_base, k_base);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            unsigned q_addr = q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32;
+            unsigned k_addr = k_base + (kk >> 2) * BN * 128 + (kk & 3) * 32;
+            wgmma_ss<BF16>(acc_slice<NT>(s, 0), smem_desc(q_addr, 16, 1024), smem_desc(k_addr, 16, 1024), kk > 0);
+        }
         wgmma_commit();
         wgmma_wait_all();
 

@@ -12,16 +12,9 @@
 **       (including keys past the causal limit, and empty key sets when non-causal);
 **   (d) chunk_size = pq gives bitwise the same O and LSE as chunk_size = 0 in (a);
 **   (e) a caller's workspace of exactly vecattn_prefill_workspace_size() poisoned bytes gives
-**       bitwise (a)'s output; one 256-byte step less is VECATTN_E_CAPACITY and O stays as it was;
-**   (f) on sm_90, for pq >= 64: every shape of the wgmma kernel (Q in shared memory or in
-**       registers, 64 or 128 keys per step), forced with VECATTN_TILES_ATTENTION, against the
-**       references of (a) and (b).
+**       bitwise (a)'s output; one 256-byte step less is VECATTN_E_CAPACITY and O stays as it was.
 ** Exits 77 (SKIP) without a GPU.
 */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L /* setenv */
-#endif
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,42 +314,6 @@ static int part_workspace(gpu_env *env, const test_problem *p, buffers *bf)
     return ok && refused;
 }
 
-/* ---- (f) the shapes of the sm_90a kernel -------------------------------------------------- */
-
-static const char *const sm90_shapes[] = {
-    "impl=1,block_m=64,block_n=64,warps=4,q_in_smem=1,ctas_per_sm=0",
-    "impl=1,block_m=64,block_n=64,warps=4,q_in_smem=0,ctas_per_sm=0",
-    "impl=1,block_m=64,block_n=128,warps=4,q_in_smem=1,ctas_per_sm=0",
-    "impl=1,block_m=64,block_n=128,warps=4,q_in_smem=0,ctas_per_sm=0",
-};
-
-static int is_sm90(gpu_env *env)
-{
-    vecattn_device_info info;
-    return vecattn_get_device_info(env->ctx, &info) == VECATTN_OK && info.compute_major == 9 &&
-           info.compute_minor == 0;
-}
-
-/* Each shape on the arguments `a` against the reference already in bf; returns 1 on pass. */
-static int part_sm90_shapes(gpu_env *env, const test_problem *p, buffers *bf, const vecattn_prefill_args *a,
-                            const char *what, double *worst)
-{
-    int ok = 1;
-    for (size_t n = 0; n < sizeof sm90_shapes / sizeof sm90_shapes[0]; n++) {
-        char part[160];
-        snprintf(part, sizeof part, "%s [%s]", what, sm90_shapes[n]);
-        setenv("VECATTN_TILES_ATTENTION", sm90_shapes[n], 1);
-        problem_poison_outputs(p);
-        vecattn_status st = vecattn_prefill(env->ctx, a, env->stream);
-        unsetenv("VECATTN_TILES_ATTENTION");
-        double err = NAN;
-        int pass = api_ok(env, st, p, part) && compare_outputs(p, bf, part, &err);
-        *worst = isnan(err) || err > *worst ? err : *worst;
-        ok = ok && pass;
-    }
-    return ok;
-}
-
 /* Returns 1 when every part of the case passed. */
 static int run_case(gpu_env *env, const test_case *c)
 {
@@ -366,24 +323,14 @@ static int run_case(gpu_env *env, const test_case *c)
     buffers_alloc(&bf, &p);
     double e_pre = NAN, e_dense = NAN, e_byo = NAN;
     float sparsity = NAN;
-    int shapes = is_sm90(env) && c->pq >= 64;
-    double e_shapes = 0.0;
     int ok_pre = part_prefill(env, &p, &bf, &e_pre, &sparsity);
-    int ok_shapes = !shapes || (ok_pre && part_sm90_shapes(env, &p, &bf, &p.dev, "prefill", &e_shapes));
     int ok_chunk = ok_pre && part_chunk(env, &p, &bf) && part_workspace(env, &p, &bf);
     int ok_dense = part_dense(env, &p, &bf, &e_dense);
-    if (shapes && ok_dense) {
-        vecattn_prefill_args dense = p.dev;
-        dense.dense = 1;
-        ok_shapes = part_sm90_shapes(env, &p, &bf, &dense, "dense", &e_shapes) && ok_shapes;
-    }
     int ok_byo = part_byo(env, &p, &bf, &e_byo);
-    int pass = ok_pre && ok_chunk && ok_dense && ok_byo && ok_shapes;
-    printf("%-34s sparsity %.4f  err prefill %.2e dense %.2e byo %.2e  chunked+workspace %s  ",
-           c->name, sparsity, e_pre, e_dense, e_byo, ok_chunk ? "same" : "DIFFERS");
-    if (shapes)
-        printf("sm90 shapes %.2e  ", e_shapes);
-    printf("%s\n", pass ? "PASS" : "FAIL");
+    int pass = ok_pre && ok_chunk && ok_dense && ok_byo;
+    printf("%-34s sparsity %.4f  err prefill %.2e dense %.2e byo %.2e  chunked+workspace %s  %s\n",
+           c->name, sparsity, e_pre, e_dense, e_byo, ok_chunk ? "same" : "DIFFERS",
+           pass ? "PASS" : "FAIL");
     buffers_free(&bf);
     problem_destroy(&p);
     return pass;
