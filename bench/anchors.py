@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 COLUMNS = ("impl,mode,batch,heads_q,heads_kv,seq,head_dim,causal,dtype,threshold,sparsity,"
-           "select_ms,attention_ms,total_ms,tflops_kept")
+           "select_ms,attention_ms,total_ms,tflops_kept,select_in_prefill_ms,workspace_mib")
 BACKENDS = {"cudnn": SDPBackend.CUDNN_ATTENTION, "fa2": SDPBackend.FLASH_ATTENTION}
 
 
@@ -86,7 +86,7 @@ def main():
                   f"{'causal' if args.causal else 'non-causal'} {ms:.3f} ms ({tflops:.0f} TFLOP/s)")
             if out:
                 out.write(f"{impl},dense,{args.batch},{args.heads},{args.heads_kv},{seq},{args.head_dim},"
-                          f"{int(args.causal)},{args.dtype},0,0,0,{ms:.4f},{ms:.4f},{tflops:.1f}\n")
+                          f"{int(args.causal)},{args.dtype},0,0,0,{ms:.4f},{ms:.4f},{tflops:.1f},0,0\n")
     if out:
         out.close()
 

@@ -276,17 +276,28 @@ static double attention_flops(const vecattn_prefill_args *a, double kept_fractio
     return 4.0 * a->batch * a->heads_q * pairs * a->head_dim * kept_fraction;
 }
 
-static void report(FILE *csv, const vecattn_prefill_args *a, const char *mode, float p, float sparsity,
-                   float sel_ms, float attn_ms, float total_ms, float dense_ms) {
+/* Device workspace of a prefill of `a` (what target 6 of the speed issue bounds). */
+static double workspace_mib(vecattn_ctx *ctx, const vecattn_prefill_args *a) {
+    size_t bytes = 0;
+    check_va(ctx, vecattn_prefill_workspace_size(a, &bytes), "vecattn_prefill_workspace_size");
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* One line and one CSV row per case. `total_ms - attn_ms` is what the selection costs inside
+** a prefill (one pass into worst-case slots), next to `sel_ms`, the CSR API's count, scan and
+** fill. */
+static void report(FILE *csv, vecattn_ctx *ctx, const vecattn_prefill_args *a, const char *mode, float p,
+                   float sparsity, float sel_ms, float attn_ms, float total_ms, float dense_ms) {
     double tflops = attention_flops(a, 1.0 - sparsity) / (attn_ms * 1e-3) / 1e12;
-    printf("%-6s S=%-6d H=%d/%d D=%d %s p=%-9.6g sparsity=%.3f select=%.3f ms attention=%.3f ms "
-           "total=%.3f ms (%.0f TFLOP/s on kept pairs, %.2fx dense)\n",
+    double ws = workspace_mib(ctx, a);
+    printf("%-6s S=%-6d H=%d/%d D=%d %s p=%-9.6g sparsity=%.3f select=%.3f ms (in prefill %.3f) attention=%.3f ms "
+           "total=%.3f ms (%.0f TFLOP/s on kept pairs, %.2fx dense) workspace %.0f MiB\n",
            mode, a->seq_q, a->heads_q, a->heads_kv, a->head_dim, a->causal ? "causal" : "non-causal", p, sparsity,
-           sel_ms, attn_ms, total_ms, tflops, dense_ms / total_ms);
+           sel_ms, total_ms - attn_ms, attn_ms, total_ms, tflops, dense_ms / total_ms, ws);
     if (csv)
-        fprintf(csv, "vecattn,%s,%d,%d,%d,%d,%d,%d,%s,%g,%.5f,%.4f,%.4f,%.4f,%.1f\n", mode, a->batch, a->heads_q,
-                a->heads_kv, a->seq_q, a->head_dim, a->causal, a->dtype == VECATTN_BF16 ? "bf16" : "fp16", p,
-                sparsity, sel_ms, attn_ms, total_ms, tflops);
+        fprintf(csv, "vecattn,%s,%d,%d,%d,%d,%d,%d,%s,%g,%.5f,%.4f,%.4f,%.4f,%.1f,%.4f,%.1f\n", mode, a->batch,
+                a->heads_q, a->heads_kv, a->seq_q, a->head_dim, a->causal, a->dtype == VECATTN_BF16 ? "bf16" : "fp16",
+                p, sparsity, sel_ms, attn_ms, total_ms, tflops, total_ms - attn_ms, ws);
 }
 
 static void run_seq(vecattn_ctx *ctx, timer *t, const options *o, int seq, FILE *csv) {
@@ -296,7 +307,7 @@ static void run_seq(vecattn_ctx *ctx, timer *t, const options *o, int seq, FILE 
     dense.dense = 1;
     check_slice(ctx, &p, &dense);
     float dense_ms = time_median(ctx, t, &dense, RUN_PREFILL, NULL, o->samples);
-    report(csv, &dense, "dense", 0.0f, 0.0f, 0.0f, dense_ms, dense_ms, dense_ms);
+    report(csv, ctx, &dense, "dense", 0.0f, 0.0f, 0.0f, dense_ms, dense_ms, dense_ms);
     for (int s = 0; s < o->n_sparsities; ++s) {
         vecattn_prefill_args a = p.args;
         float got;
@@ -307,7 +318,7 @@ static void run_seq(vecattn_ctx *ctx, timer *t, const options *o, int seq, FILE 
         float sel_ms = time_median(ctx, t, &a, RUN_SELECT, &sb, o->samples);
         float attn_ms = time_median(ctx, t, &a, RUN_ATTENTION, &sb, o->samples);
         float total_ms = time_median(ctx, t, &a, RUN_PREFILL, &sb, o->samples);
-        report(csv, &a, "sparse", a.threshold, got, sel_ms, attn_ms, total_ms, dense_ms);
+        report(csv, ctx, &a, "sparse", a.threshold, got, sel_ms, attn_ms, total_ms, dense_ms);
         free_selection(&sb);
     }
     free_problem(&p);
@@ -328,7 +339,7 @@ int main(int argc, char **argv) {
         if (!csv) die("cannot open", o.csv);
         if (ftell(csv) == 0)
             fprintf(csv, "impl,mode,batch,heads_q,heads_kv,seq,head_dim,causal,dtype,threshold,sparsity,"
-                         "select_ms,attention_ms,total_ms,tflops_kept\n");
+                         "select_ms,attention_ms,total_ms,tflops_kept,select_in_prefill_ms,workspace_mib\n");
     }
     timer t = make_timer();
     for (int i = 0; i < o.n_seqs; ++i) run_seq(ctx, &t, &o, o.seqs[i], csv);
