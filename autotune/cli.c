@@ -43,6 +43,8 @@ static const char usage_text[] =
     "                  without a driver or GPU the GPU part is skipped and the exit code is 0\n"
     "  tune            measure tile configurations on this GPU and store the fastest per shape\n"
     "                  bucket in the cache; flags: vecattn-autotune tune --help\n"
+    "  thresholds      one threshold per (layer, head) from dumped Q/K: bisection to a recall\n"
+    "                  target, DP to a mean sparsity; flags: vecattn-autotune thresholds --help\n"
     VA_CLI_CACHE_SUBCOMMANDS
     "\n"
     "Flags without a subcommand:\n"
@@ -620,7 +622,8 @@ static int cmd_selftest(int argc, char **argv)
 
 /* ---- main --------------------------------------------------------------------------- */
 
-int va_cli_tune(int argc, char **argv); /* cli_tune.c */
+int va_cli_tune(int argc, char **argv);       /* cli_tune.c */
+int va_cli_thresholds(int argc, char **argv); /* cli_thresholds.c */
 
 static int print_version(void)
 {
@@ -648,6 +651,7 @@ int main(int argc, char **argv)
         {"precompile", va_cli_precompile},
         {"verify", va_cli_verify},
         {"clear", va_cli_clear},
+        {"thresholds", va_cli_thresholds},
     };
     if (va_cli_cache_option(&argc, argv) != 0)
         return CLI_USAGE;

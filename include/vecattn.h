@@ -346,6 +346,26 @@ typedef struct vecattn_device_info {
 /* Describe the context's device. */
 VECATTN_API vecattn_status vecattn_get_device_info(vecattn_ctx *ctx, vecattn_device_info *info);
 
+/* ------------------------------------------------------------------------------------- */
+/* Per-head thresholds files                                                              */
+/* ------------------------------------------------------------------------------------- */
+
+/*
+** Read one layer of a per-head thresholds file, as written by
+** `vecattn-autotune thresholds` (JSON: {"format": "vecattn-thresholds", "version": 1,
+** "thresholds": [[p per head] per layer], ...}; see `vecattn-autotune thresholds --help`).
+** The values go to args.thresholds of the calls for that layer.
+**   layers_out, heads_out  optional: the file's number of layers and heads per layer;
+**   thresholds             NULL to ask only for the sizes, else `heads` floats receiving
+**                          layer `layer` (0-based).
+** VECATTN_E_JSON when the file is missing, malformed, not of this format or version, ragged,
+** or holds a value outside (0, 1]; VECATTN_E_INVALID_ARG when `layer` is out of range or
+** `heads` differs from the file's. `msg` (may be NULL) receives a message naming the file
+** and the problem. Needs no context and no device.
+*/
+VECATTN_API vecattn_status vecattn_load_thresholds(const char *path, int layer, float *thresholds, int heads,
+                                                   int *layers_out, int *heads_out, char *msg, size_t msg_size);
+
 #ifdef __cplusplus
 }
 #endif

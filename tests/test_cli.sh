@@ -29,5 +29,18 @@ check source-bad-head-dim 1 'head_dim' "$tool" source --head-dim 96
 check info-no-driver 2 'no CUDA driver' env VECATTN_LIBCUDA=/nonexistent/libcuda.so.1 "$tool" info
 check selftest-no-driver 0 'GPU execution skipped|skipped' env VECATTN_LIBCUDA=/nonexistent/libcuda.so.1 "$tool" selftest
 
-echo "$((9 - failures)) passed, $failures failed"
+# thresholds: usage errors, the demo data (read back by the tool's own .npy loader when it
+# starts), and a clear failure without a driver
+demo=$(mktemp -d)
+trap 'rm -rf "$demo"' EXIT
+check thresholds-help 0 'dynamic programming' "$tool" thresholds --help
+check thresholds-no-qk 1 '--qk DIR is required' "$tool" thresholds --target-sparsity 0.8 --recall 0.9
+check thresholds-bad-target 1 'target-sparsity' "$tool" thresholds --qk "$demo" --target-sparsity 1.5 --recall 0.9
+check thresholds-bad-recall 1 '--recall' "$tool" thresholds --qk "$demo" --target-sparsity 0.5 --recall abc
+check thresholds-empty-dir 2 'layer0_q.npy' "$tool" thresholds --qk "$demo" --target-sparsity 0.5 --recall 0.9
+check thresholds-make-demo 0 'layer1_k.npy' "$tool" thresholds --make-demo-qk "$demo" --layers 2 --heads 2 --seq 256
+check thresholds-bad-layers 1 'layers' "$tool" thresholds --qk "$demo" --target-sparsity 0.5 --recall 0.9 --layers 1-5
+check thresholds-no-driver 2 'no CUDA driver' env VECATTN_LIBCUDA=/nonexistent/libcuda.so.1 "$tool" thresholds --qk "$demo" --target-sparsity 0.5 --recall 0.9
+
+echo "$((17 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]
