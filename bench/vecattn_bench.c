@@ -67,6 +67,7 @@ static void usage(void) {
     puts("usage: vecattn-bench [--seq 16384[,32768...]] [--heads 32] [--heads-kv 32] [--head-dim 128]\n"
          "                     [--batch 1] [--causal|--non-causal] [--dtype bf16|fp16]\n"
          "                     [--sparsity 0.8[,0.5...]] [--samples 20] [--csv FILE]\n"
+         "       vecattn-bench --accuracy --help   (the accuracy report)\n"
          "Times vecattn's dense mode and its sparse mode at the target sparsities; prints one\n"
          "line per case and appends CSV rows to FILE when --csv is given.");
 }
@@ -324,7 +325,11 @@ static void run_seq(vecattn_ctx *ctx, timer *t, const options *o, int seq, FILE 
     free_problem(&p);
 }
 
+int va_bench_accuracy(int argc, char **argv); /* accuracy.c */
+
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; ++i)
+        if (!strcmp(argv[i], "--accuracy")) return va_bench_accuracy(argc, argv);
     options o = parse_options(argc, argv);
     vecattn_ctx *ctx;
     if (vecattn_create(&ctx, 0, NULL, 0) != VECATTN_OK) {
