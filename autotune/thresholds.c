@@ -31,10 +31,11 @@ vecattn_status va_thr_search_layer(int heads, double recall_target, va_thr_eval 
             if (rc[h] >= recall_target) lo[h] = x; else hi[h] = x;
         }
     }
-    /* p = 1 may itself reach the target (a head that needs almost nothing) */
+    static const double grid[VA_THR_GRID] = {1e-4, 1e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0};
     for (int h = 0; st == VECATTN_OK && h < heads; ++h) options[h].count = 0;
-    for (int k = -4; st == VECATTN_OK && k <= 8; ++k) {
-        for (int h = 0; h < heads; ++h) th[h] = va_thr_round(exp(lo[h]) * pow(0.9, k));
+    for (int k = -4; st == VECATTN_OK && k <= 8 + VA_THR_GRID; ++k) {
+        for (int h = 0; h < heads; ++h)
+            th[h] = va_thr_round(k <= 8 ? exp(lo[h]) * pow(0.9, k) : grid[k - 9]);
         if ((st = eval(user, th, sp, rc)) != VECATTN_OK) break;
         for (int h = 0; h < heads; ++h) {
             va_thr_options *o = &options[h];

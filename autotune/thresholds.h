@@ -6,7 +6,10 @@
 **    reaches the target, on x = ln p in [ln VA_THR_MIN, 0]; every head of a layer is
 **    bisected at once, since one measurement takes a vector of per-head thresholds.
 ** 2. Samples: around each head's bisected p, p * 0.9^k for k = -4 .. 8 (clamped to
-**    [VA_THR_MIN, 1]): sparser and denser options for the DP.
+**    [VA_THR_MIN, 1]): sparser and denser options for the DP; and a fixed grid over the
+**    whole range (1e-4 .. 1), so that the DP can reach a sparsity target that the recall
+**    target alone would not (the original samples only p * 0.9^k, k = 1..8, and then cannot
+**    trade recall for sparsity when the two targets disagree on the data).
 ** 3. DP over all heads of all layers, in order: the state is the running mean sparsity
 **    rounded to 1e-4 (as the original method), the value the summed recall; unlike the
 **    original, each state carries the exact sparsity sum of its path, so rounding never
@@ -23,7 +26,9 @@
 
 #define VA_THR_MIN 1e-6
 #define VA_THR_BISECT_STEPS 14
-#define VA_THR_SAMPLES 13        /* the bisected p and 12 multiples */
+#define VA_THR_LOCAL 13          /* the bisected p and 12 multiples */
+#define VA_THR_GRID 14           /* the fixed grid */
+#define VA_THR_SAMPLES (VA_THR_LOCAL + VA_THR_GRID)
 #define VA_THR_DP_STATES 10001   /* mean sparsity 0.0000 .. 1.0000 */
 
 /* Measures `heads` thresholds at once: sparsity[h] and recall[h]. Returns VECATTN_OK or a

@@ -20,7 +20,7 @@
 #include "test_util.h"
 
 #define HEADS 4
-#define TARGET_SPARSITY 0.85
+#define TARGET_SPARSITY 0.6
 #define RECALL_TARGET 0.9
 
 typedef struct eval_state {
