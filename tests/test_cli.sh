@@ -33,7 +33,7 @@ check selftest-no-driver 0 'GPU execution skipped|skipped' env VECATTN_LIBCUDA=/
 # starts), and a clear failure without a driver
 demo=$(mktemp -d)
 trap 'rm -rf "$demo"' EXIT
-check thresholds-help 0 'dynamic programming' "$tool" thresholds --help
+check thresholds-help 0 'bisection .* to the largest p' "$tool" thresholds --help
 check thresholds-no-qk 1 '--qk DIR is required' "$tool" thresholds --target-sparsity 0.8 --recall 0.9
 check thresholds-bad-target 1 'target-sparsity' "$tool" thresholds --qk "$demo" --target-sparsity 1.5 --recall 0.9
 check thresholds-bad-recall 1 '--recall' "$tool" thresholds --qk "$demo" --target-sparsity 0.5 --recall abc
