@@ -19,7 +19,10 @@ interpolated, each channel normalised); u is one random direction; a few positio
     k = field * F + vertical * u  (vertical tokens only) + noise * e
     v = a second field G + noise * e
 Defaults: field 0.4, noise 0.15, q_bias 0.3, vertical 0.6, 2 vertical positions per frame,
-corr 3 frames x 4 rows x 4 columns, head variation 0.3: the defaults of the C generator.
+corr 3 frames x 4 rows x 4 columns, head variation 0.3: the defaults of the C generator,
+which give flat, mostly local attention (about 5% of the mass on the vertical keys). With
+--vertical 1.5 about half the mass sits on vertical keys, the structure the method assumes;
+bench/NOTES.md ("Accuracy") shows how recall depends on it.
 """
 import argparse
 import math
@@ -54,9 +57,9 @@ def video_qkv(args, device):
     qs, ks, vs = [], [], []
     for h in range(H):
         f_h = 1.0 + 0.3 * (2 * torch.rand((), generator=gen, device=device) - 1)
-        q = f_h * 0.4 * Fq + 0.3 * u + 0.15 * torch.randn(S, D, generator=gen, device=device)
-        k = 0.4 * Fq + 0.15 * torch.randn(S, D, generator=gen, device=device)
-        k[vertical] += 0.6 * u
+        q = f_h * args.field * Fq + 0.3 * u + 0.15 * torch.randn(S, D, generator=gen, device=device)
+        k = args.field * Fq + 0.15 * torch.randn(S, D, generator=gen, device=device)
+        k[vertical] += args.vertical * u
         v = G + 0.15 * torch.randn(S, D, generator=gen, device=device)
         qs.append(q.to(torch.bfloat16)), ks.append(k.to(torch.bfloat16)), vs.append(v.to(torch.bfloat16))
     return (torch.stack(x)[None] for x in (qs, ks, vs))  # [1, H, S, D]
@@ -141,6 +144,8 @@ def main():
     ap.add_argument("--heads", type=int, default=24)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--field", type=float, default=0.4, help="weight of the local field (peakedness)")
+    ap.add_argument("--vertical", type=float, default=0.6, help="weight of u in the vertical keys")
     ap.add_argument("--head", type=int, default=0, help="head shown in the picture")
     ap.add_argument("--qkv", help="directory with q.npy, k.npy, v.npy ([H, S, D] or [B, H, S, D])")
     ap.add_argument("--seed", type=int, default=1)
