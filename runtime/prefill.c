@@ -58,17 +58,11 @@ static int64_t candidates(const vecattn_prefill_args *a, int i) {
 typedef struct kernels {
     va_kernel_spec select_spec, attn_spec;
     CUfunction count, fill, scan, attention;
-    /* the fill pass with 16 pooled rows per CTA, for chunks too short to fill the GPU with
-    ** select_spec's rows (loaded on first need; the selection does not depend on the rows) */
-    va_kernel_spec narrow_spec;
-    CUfunction narrow_fill;      /* for the current chunk, or NULL */
-    CUfunction narrow_function;  /* once loaded */
 } kernels;
 
 static vecattn_status load_kernels(vecattn_ctx *ctx, const vecattn_prefill_args *a, int need_select,
                                    int need_attention, kernels *kn) {
     va_module *mod;
-    memset(kn, 0, sizeof *kn);
     vecattn_status st = VECATTN_OK;
     if (need_select) {
         if ((st = va_choose_spec(ctx, VA_KERNEL_SELECT, a, -1.0, &kn->select_spec))) return st;
@@ -116,8 +110,6 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
         for (int h = 0; h < a->heads_q; ++h) sp.gaps[h] = threshold_gap(a->thresholds[h]);
     }
     const va_kernel_spec *s = &kn->select_spec;
-    CUfunction fill = kn->fill;
-    if (mode == SELECT_SLOTS && kn->narrow_fill) s = &kn->narrow_spec, fill = kn->narrow_fill;
     unsigned gx = (unsigned)((qb_count + s->select_rows - 1) / s->select_rows);
     unsigned threads = (unsigned)va_spec_threads(s);
     size_t smem = va_spec_smem_bytes(s);
@@ -133,7 +125,7 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
         if ((st = va_launch(ctx, kn->scan, 1, 1, 1, 1024, 0, stream, &scan, sizeof scan))) return st;
         if (mode == SELECT_COUNT) return VECATTN_OK;
     }
-    return va_launch(ctx, fill, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
+    return va_launch(ctx, kn->fill, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
                      sizeof sp);
 }
 
@@ -299,33 +291,6 @@ static vecattn_status check_caller_workspace(vecattn_ctx *ctx, const vecattn_pre
     return VECATTN_OK;
 }
 
-/*
-** Long sequences make short chunks: at 128K x 32 heads the index budget holds about 100
-** query blocks of the last rows, which is 2 CTAs per head with 64 pooled rows per CTA, 64 CTAs
-** on a 132-SM GPU. Below two CTAs per SM the fill pass takes 16 rows per CTA instead (four
-** times the CTAs; each reads K four times as often, which L2 absorbs).
-*/
-static vecattn_status choose_fill(vecattn_ctx *ctx, const vecattn_prefill_args *a, int rows, kernels *kn) {
-    const va_kernel_spec *s = &kn->select_spec;
-    long long ctas = (long long)((rows + s->select_rows - 1) / s->select_rows) * a->heads_q * a->batch;
-    int narrow = s->select_rows > 16 && ctas < 2LL * ctx->sm_count;
-    if (!narrow) {
-        kn->narrow_fill = NULL;
-        return VECATTN_OK;
-    }
-    if (kn->narrow_spec.select_rows != 16) {
-        va_module *mod;
-        kn->narrow_spec = *s;
-        kn->narrow_spec.select_rows = 16;
-        vecattn_status st = va_module_get(ctx, &kn->narrow_spec, &mod);
-        if (st == VECATTN_OK) st = va_module_function(ctx, mod, "select_fill", &kn->narrow_fill);
-        if (st != VECATTN_OK) return st;
-        kn->narrow_function = kn->narrow_fill;
-    }
-    kn->narrow_fill = kn->narrow_function;
-    return VECATTN_OK;
-}
-
 static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_args *a, CUstream stream) {
     kernels kn;
     vecattn_status st = check_caller_workspace(ctx, a);
@@ -336,7 +301,6 @@ static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_arg
         int rows = chunk_rows(a, begin);
         csr_buffers buf;
         st = reserve_csr(ctx, a, rows, chunk_capacity(a, begin, rows), &buf);
-        if (st == VECATTN_OK) st = choose_fill(ctx, a, rows, &kn);
         if (st == VECATTN_OK) st = launch_selection(ctx, &kn, a, begin, rows, &buf, SELECT_SLOTS, stream);
         if (st == VECATTN_OK)
             st = launch_attention(ctx, &kn, a, begin, rows, VECATTN_KEYS_SPEC, NULL, &buf, stream);
