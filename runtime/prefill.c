@@ -17,6 +17,9 @@
 /* Default bound of the index workspace when chunk_size is 0. */
 #define VA_INDEX_BUDGET ((int64_t)768 << 20)
 
+/* Most pieces the selection of one chunk cuts the keys into (see key_splits). */
+#define VA_MAX_KEY_SPLITS 16
+
 vecattn_status va_check_args(const vecattn_prefill_args *a, int need_v_o, char *msg, size_t msg_size);
 
 static int n_qblocks(const vecattn_prefill_args *a) { return (a->seq_q + a->pq - 1) / a->pq; }
@@ -87,6 +90,7 @@ static int64_t chunk_capacity(const vecattn_prefill_args *a, int begin, int rows
 typedef struct csr_buffers {
     CUdeviceptr counts, offsets, indices;
     int64_t capacity;
+    int splits;  /* > 1: counts and offsets per (row, key piece) */
 } csr_buffers;
 
 /* Selection of query blocks [qb_begin, qb_begin + qb_count). Modes: SELECT_COUNT (counts and
@@ -104,13 +108,15 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
     sp.offsets = (long long *)buf->offsets;
     sp.indices = (int *)buf->indices;
     sp.indices_capacity = buf->capacity;
+    int splits = buf->splits > 1 ? buf->splits : 1;
+    sp.key_splits = splits;
     sp.gap = threshold_gap(a->threshold);
     if (a->thresholds) {
         sp.gaps_per_head = 1;
         for (int h = 0; h < a->heads_q; ++h) sp.gaps[h] = threshold_gap(a->thresholds[h]);
     }
     const va_kernel_spec *s = &kn->select_spec;
-    unsigned gx = (unsigned)((qb_count + s->select_rows - 1) / s->select_rows);
+    unsigned gx = (unsigned)((qb_count + s->select_rows - 1) / s->select_rows * splits);
     unsigned threads = (unsigned)va_spec_threads(s);
     size_t smem = va_spec_smem_bytes(s);
     if (mode == SELECT_SLOTS) {
@@ -121,7 +127,7 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
                                       smem, stream, &sp, sizeof sp);
         if (st != VECATTN_OK) return st;
         vecattn_scan_params scan = {(const int *)buf->counts, (long long *)buf->offsets,
-                                    a->batch * a->heads_q * qb_count};
+                                    a->batch * a->heads_q * qb_count * splits};
         if ((st = va_launch(ctx, kn->scan, 1, 1, 1, 1024, 0, stream, &scan, sizeof scan))) return st;
         if (mode == SELECT_COUNT) return VECATTN_OK;
     }
@@ -144,6 +150,7 @@ static vecattn_status launch_attention(vecattn_ctx *ctx, const kernels *kn, cons
         ap.counts = (const int *)buf->counts;
         ap.offsets = (const long long *)buf->offsets;
         ap.indices = (const int *)buf->indices;
+        ap.list_stride = buf->splits > 1 ? buf->splits : 1;
     }
     ap.scale_log2 = ap.pb.scale * 1.4426950408889634f;
     const va_kernel_spec *s = &kn->attn_spec;
@@ -184,7 +191,7 @@ static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 /* Bytes of counts | offsets | indices for `rows` blocks and `capacity` indices. */
 static size_t csr_bytes(const vecattn_prefill_args *a, int rows, int64_t capacity, size_t *counts_bytes,
                         size_t *offsets_bytes) {
-    size_t n = (size_t)a->batch * a->heads_q * rows;
+    size_t n = (size_t)a->batch * a->heads_q * rows * VA_MAX_KEY_SPLITS;
     *counts_bytes = align256(n * 4);
     *offsets_bytes = align256((n + 1) * 8);
     return *counts_bytes + *offsets_bytes + align256((size_t)capacity * 4 + 4);
@@ -248,14 +255,15 @@ static void pair_counts(const vecattn_prefill_args *a, double *valid, double *fo
 /* Attended pairs of the selected keys of one chunk: a selected key serves every row of its block. */
 static vecattn_status chunk_selected_pairs(vecattn_ctx *ctx, const vecattn_prefill_args *a, int begin, int rows,
                                            const csr_buffers *buf, CUstream stream, double *pairs) {
-    size_t n = (size_t)a->batch * a->heads_q * rows;
+    size_t splits = buf->splits > 1 ? (size_t)buf->splits : 1;
+    size_t n = (size_t)a->batch * a->heads_q * rows * splits;  /* per (row, key piece) */
     int32_t *counts = malloc(n * sizeof *counts);
     if (!counts) return va_fail(ctx, VECATTN_E_NOMEM, "out of memory");
     vecattn_status st = va_check_cu(ctx, va_cuStreamSynchronize(stream), "cuStreamSynchronize");
     if (st == VECATTN_OK)
         st = va_check_cu(ctx, va_cuMemcpyDtoH(counts, buf->counts, n * sizeof *counts), "cuMemcpyDtoH (counts)");
-    for (size_t r = 0; st == VECATTN_OK && r < n; ++r)
-        *pairs += (double)counts[r] * (double)rows_of_block(a, begin + (int)(r % (size_t)rows));
+    for (size_t x = 0; st == VECATTN_OK && x < n; ++x)
+        *pairs += (double)counts[x] * (double)rows_of_block(a, begin + (int)(x / splits % (size_t)rows));
     free(counts);
     return st;
 }
@@ -277,6 +285,28 @@ static vecattn_status prefill_dense(vecattn_ctx *ctx, const vecattn_prefill_args
         st = launch_attention(ctx, &kn, a, 0, n_qblocks(a), VECATTN_KEYS_DENSE, NULL, NULL, stream);
     if (st == VECATTN_OK && a->sparsity_out) *a->sparsity_out = 0.0f;
     return st;
+}
+
+/*
+** Key pieces for the selection of a chunk of `rows` query blocks. Long sequences make short
+** chunks (at 128K x 32 heads the index budget holds about 100 of the last query blocks), and
+** with one CTA per group of select_rows pooled rows such a chunk is a few dozen CTAs on a
+** 132-SM GPU, each walking 128K keys: measured, the selection then took 100 ms of a 184 ms
+** prefill. The rule restarts its running max every gk * bk keys, so the keys can be cut into
+** pieces at those boundaries, one CTA each, with the same result: then the selection runs as
+** count, scan, fill (compact lists, adjacent pieces in key order) instead of the one fill
+** pass into worst-case slots, which is only worth it when it buys parallelism.
+*/
+static int key_splits(const vecattn_ctx *ctx, const vecattn_prefill_args *a, const va_kernel_spec *s, int rows) {
+    long long ctas = (long long)((rows + s->select_rows - 1) / s->select_rows) * a->heads_q * a->batch;
+    long long want = 4LL * (ctx->sm_count > 0 ? ctx->sm_count : 1);
+    if (ctas >= want) return 1;
+    long long splits = (want + ctas - 1) / ctas;
+    long long tile = (long long)a->gk * a->bk > 64 ? (long long)a->gk * a->bk : 64;
+    long long tiles = (a->seq_k + tile - 1) / tile; /* more pieces than tiles would be empty */
+    if (splits > tiles) splits = tiles;
+    if (splits > VA_MAX_KEY_SPLITS) splits = VA_MAX_KEY_SPLITS;
+    return splits > 1 ? (int)splits : 1;
 }
 
 /* A caller's workspace must hold the largest chunk before anything is queued. */
@@ -301,7 +331,9 @@ static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_arg
         int rows = chunk_rows(a, begin);
         csr_buffers buf;
         st = reserve_csr(ctx, a, rows, chunk_capacity(a, begin, rows), &buf);
-        if (st == VECATTN_OK) st = launch_selection(ctx, &kn, a, begin, rows, &buf, SELECT_SLOTS, stream);
+        buf.splits = key_splits(ctx, a, &kn.select_spec, rows);
+        if (st == VECATTN_OK)
+            st = launch_selection(ctx, &kn, a, begin, rows, &buf, buf.splits > 1 ? SELECT_CSR : SELECT_SLOTS, stream);
         if (st == VECATTN_OK)
             st = launch_attention(ctx, &kn, a, begin, rows, VECATTN_KEYS_SPEC, NULL, &buf, stream);
         if (st == VECATTN_OK && a->sparsity_out)
@@ -359,7 +391,7 @@ vecattn_status vecattn_select(vecattn_ctx *ctx, const vecattn_prefill_args *a, c
     csr_buffers buf = {0};
     if (st == VECATTN_OK) {
         buf = (csr_buffers){(CUdeviceptr)sel->counts, (CUdeviceptr)sel->offsets, (CUdeviceptr)sel->indices,
-                            sel->indices ? sel->indices_capacity : 0};
+                            sel->indices ? sel->indices_capacity : 0, 1};
         st = launch_selection(ctx, &kn, a, 0, rows, &buf, sel->indices ? SELECT_CSR : SELECT_COUNT, s);
     }
     if (st == VECATTN_OK && total_out) {
@@ -388,7 +420,7 @@ vecattn_status vecattn_sparse_attention(vecattn_ctx *ctx, const vecattn_prefill_
     if (st == VECATTN_OK) st = load_kernels(ctx, a, 0, 1, &kn);
     csr_buffers buf = {0};
     if (sel) buf = (csr_buffers){(CUdeviceptr)sel->counts, (CUdeviceptr)sel->offsets, (CUdeviceptr)sel->indices,
-                                 sel->indices_capacity};
+                                 sel->indices_capacity, 1};
     if (st == VECATTN_OK)
         st = launch_attention(ctx, &kn, a, 0, n_qblocks(a), forced_ranges ? VECATTN_KEYS_RANGES : VECATTN_KEYS_SPEC,
                               forced_ranges, sel ? &buf : NULL, (CUstream)stream);

@@ -71,8 +71,14 @@ __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b
     }
     if (p.counts) {
         long long row = (long long)(b * pb.heads_q + h) * pb.qblock_count + (i - pb.qblock_begin);
-        ks.count = p.counts[row];
-        ks.list = p.indices + p.offsets[row];
+        if (p.list_stride > 1) {  // pieces of a split selection, adjacent in key order
+            long long first = p.offsets[row * p.list_stride], end = p.offsets[(row + 1) * p.list_stride];
+            ks.count = (int)(end - first);
+            ks.list = p.indices + first;
+        } else {
+            ks.count = p.counts[row];
+            ks.list = p.indices + p.offsets[row];
+        }
     }
     return ks;
 }

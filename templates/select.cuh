@@ -191,19 +191,29 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     const vecattn_problem &pb = p.pb;
     const int h = blockIdx.y, b = blockIdx.z;
     const int hk = h / (pb.heads_q / pb.heads_kv);
+    const int splits = p.key_splits > 1 ? p.key_splits : 1;
+    const int group = blockIdx.x / splits, piece = blockIdx.x % splits, groups = gridDim.x / splits;
     // causal: the last rows have the most candidates; start them first so that short CTAs
     // fill the tail of the grid
-    const int row0 = (CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * ROWS;
+    const int row0 = (CAUSAL ? groups - 1 - group : group) * ROWS;
     const int nrows = min(ROWS, pb.qblock_count - row0);
     const elem_t *q = (const elem_t *)pb.q + b * pb.q_stride_b + h * pb.q_stride_h;
     const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;
     const float gap = p.gaps_per_head ? p.gaps[h] : p.gap;
     const long long row_base = (long long)(b * pb.heads_q + h) * pb.qblock_count + row0;
 
-    // keys that any row of this CTA may select
-    const int lo = CAUSAL ? PQ : 0;
+    // keys that any row of the group may select; with key pieces, this CTA's piece of them,
+    // cut at multiples of the rule's tile (so that the running max restarts exactly where
+    // it would) and of the key chunk
+    const int group_lo = CAUSAL ? PQ : 0;
     const int last_i = pb.qblock_begin + row0 + nrows - 1;
-    const int hi = CAUSAL ? min(last_i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
+    const int group_hi = CAUSAL ? min(last_i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
+    constexpr int ALIGN = GK * BK > S::KC ? GK * BK : S::KC;
+    const int base = (group_lo / ALIGN) * ALIGN;
+    const int span = group_hi > base ? group_hi - base : 0;
+    const int piece_keys = ((span + splits - 1) / splits + ALIGN - 1) / ALIGN * ALIGN;
+    const int lo = max(group_lo, base + piece * piece_keys);
+    const int hi = min(group_hi, base + (piece + 1) * piece_keys);
     const int c_first = (lo / S::KC) * S::KC;
     const int chunks = hi > c_first ? (hi - c_first + S::KC - 1) / S::KC : 0;
 
@@ -228,7 +238,8 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
         st.m[r] = -VA_INF;
         st.count[r] = 0;
         st.lo[r] = lo;
-        st.hi[r] = row >= nrows ? lo : CAUSAL ? min(i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
+        int row_hi = CAUSAL ? min(i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k) : pb.seq_k;
+        st.hi[r] = row >= nrows ? lo : min(row_hi, hi);
         st.out[r] = 0;
     }
     if (FILL) {  // where the lists of this warp's rows start; each lane keeps its two
@@ -236,7 +247,7 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
             int wrow = warp * 16 + rr;
             if (wrow >= nrows) break;  // uniform across the warp
             long long off = p.slot_offsets ? slot_offset<PQ, CAUSAL>(p, b, h, row0 + wrow)
-                                           : p.offsets[row_base + wrow];
+                                           : p.offsets[(row_base + wrow) * splits + piece];
             if (p.slot_offsets && lane == 0) p.offsets[row_base + wrow] = off;
             if (rr == g) st.out[0] = off;
             if (rr == g + 8) st.out[1] = off;
@@ -270,7 +281,7 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             int row = warp * 16 + g + r * 8;
-            if (row < nrows) p.counts[row_base + row] = st.count[r];
+            if (row < nrows) p.counts[(row_base + row) * splits + piece] = st.count[r];
         }
     }
 }

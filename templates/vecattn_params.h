@@ -39,6 +39,9 @@ typedef struct vecattn_select_params {
                                (b * Hq + h) * slot_stride + sum of candidates(i') over the
                                chunk's earlier blocks i', and the fill pass writes offsets[r] */
     long long slot_stride;  /* candidates of all the chunk's blocks, per (batch, head) */
+    int key_splits;         /* > 1: each row group's candidate keys are cut into this many
+                               tile-aligned pieces, one CTA each (blockIdx.x = group * splits +
+                               piece); counts and offsets are then per (row, piece), row-major */
     int *indices;           /* kept key positions, CSR by row */
     long long indices_capacity;
     float gap;              /* -ln(threshold) when gaps_per_head == 0 */
@@ -67,6 +70,9 @@ typedef struct vecattn_attn_params {
     const int *forced_ranges;     /* [B, Hq, n_qblocks, 4] in VECATTN_KEYS_RANGES */
     const int *counts;      /* [B, Hq, chunk rows], null: no lists */
     const long long *offsets;
+    int list_stride;        /* > 1: offsets are per (row, key piece) as written by a selection
+                               with key_splits = list_stride; row r's list is
+                               [offsets[r * stride], offsets[(r + 1) * stride]) */
     const int *indices;
     float scale_log2;       /* scale * log2(e) */
 } vecattn_attn_params;

@@ -255,22 +255,23 @@ static void test_status_strings(void)
 }
 
 /* vecattn_prefill_workspace_size by hand: S 256, Pq 64, 4 heads. Causal candidates per head
-** are 0, 0, 64, 128 keys for blocks 0..3; each of counts | offsets | indices is rounded up to
-** 256 bytes, and the index part has 4 bytes of slack. */
+** are 0, 0, 64, 128 keys for blocks 0..3; counts and offsets have room for 16 key pieces per
+** row; each of counts | offsets | indices is rounded up to 256 bytes, and the index part has
+** 4 bytes of slack. */
 static void test_workspace_size(void)
 {
     vecattn_prefill_args a;
     valid_args(&a);
     size_t bytes = 1;
     CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK, "workspace size (causal)");
-    /* counts 16*4 -> 256, offsets 17*8 -> 256, indices (4*192)*4+4 -> 3328 */
-    CHECK(bytes == 256 + 256 + 3328, "causal workspace %zu, want 3840", bytes);
+    /* counts 16*16*4 -> 1024, offsets (256+1)*8 -> 2304, indices (4*192)*4+4 -> 3328 */
+    CHECK(bytes == 1024 + 2304 + 3328, "causal workspace %zu, want 6656", bytes);
     a.causal = 0;
-    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 256 + 256 + 16640,
-          "non-causal workspace %zu, want 17152", bytes);
+    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 1024 + 2304 + 16640,
+          "non-causal workspace %zu, want 19968", bytes);
     a.causal = 1, a.chunk_size = 64; /* largest chunk: block 3 alone, 4*128 indices */
-    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 256 + 256 + 2304,
-          "one-block chunks: workspace %zu, want 2816", bytes);
+    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 256 + 768 + 2304,
+          "one-block chunks: workspace %zu, want 3328", bytes);
     a.dense = 1;
     CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 0, "dense: %zu", bytes);
     a.dense = 0, a.head_dim = 96;
