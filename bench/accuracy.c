@@ -40,6 +40,7 @@
 #include "autotune/recall.h"
 #include "autotune/videodata.h"
 #include "ref/vecattn_ref.h"
+#include "bench_util.h"
 #include "runtime/runtime.h"
 
 #define BLOCK 64
@@ -65,18 +66,9 @@ typedef struct keyset {            /* per (head, query block): kept keys, host C
     int64_t *offsets, total;
 } keyset;
 
-static void fail(const char *what, const char *detail) {
-    fprintf(stderr, "vecattn-bench --accuracy: %s: %s\n", what, detail);
-    exit(2);
-}
-
-static void cu_ok(CUresult r, const char *what) {
-    if (r != CUDA_SUCCESS) fail(what, va_cu_error_name(r));
-}
-
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
-    if (!p) fail("malloc", "out of host memory");
+    if (!p) die("malloc", "out of host memory");
     return p;
 }
 
@@ -141,10 +133,10 @@ static void head_error(const dataset *d, const uint16_t *o, int h, const double 
 static void upload(dataset *d) {
     vecattn_prefill_args *a = &d->a;
     size_t qb = (size_t)a->heads_q * a->seq_q * a->head_dim * 2, kb = (size_t)a->heads_kv * a->seq_k * a->head_dim * 2;
-    cu_ok(va_cuMemAlloc(&d->dq, qb), "cuMemAlloc"), cu_ok(va_cuMemAlloc(&d->dout, qb), "cuMemAlloc");
-    cu_ok(va_cuMemAlloc(&d->dk, kb), "cuMemAlloc"), cu_ok(va_cuMemAlloc(&d->dv, kb), "cuMemAlloc");
-    cu_ok(va_cuMemcpyHtoD(d->dq, d->q, qb), "upload"), cu_ok(va_cuMemcpyHtoD(d->dk, d->k, kb), "upload");
-    cu_ok(va_cuMemcpyHtoD(d->dv, d->v, kb), "upload");
+    check_cu(va_cuMemAlloc(&d->dq, qb), "cuMemAlloc"), check_cu(va_cuMemAlloc(&d->dout, qb), "cuMemAlloc");
+    check_cu(va_cuMemAlloc(&d->dk, kb), "cuMemAlloc"), check_cu(va_cuMemAlloc(&d->dv, kb), "cuMemAlloc");
+    check_cu(va_cuMemcpyHtoD(d->dq, d->q, qb), "upload"), check_cu(va_cuMemcpyHtoD(d->dk, d->k, kb), "upload");
+    check_cu(va_cuMemcpyHtoD(d->dv, d->v, kb), "upload");
 }
 
 static void sample_rows(dataset *d, int n) {
@@ -169,7 +161,7 @@ static void make_video(dataset *d, const acc_options *o, const char *name, float
     if (vertical > 0) vp.vertical = vertical;
     size_t n = (size_t)o->heads * o->seq * o->head_dim;
     d->q = xmalloc(n * 2), d->k = xmalloc(n * 2), d->v = xmalloc(n * 2);
-    if (va_video_fill(a, d->q, d->k, d->v, &vp) != 0) fail("va_video_fill", "bad sizes");
+    if (va_video_fill(a, d->q, d->k, d->v, &vp) != 0) die("va_video_fill", "bad sizes");
     snprintf(d->name, sizeof d->name, "%s", name);
     snprintf(d->params, sizeof d->params, "frames %dx%d corr %.0f/%.0f/%.0f field %.2f noise %.2f vertical %d x %.2f q_bias %.2f head_var %.2f seed %llu",
              vp.frame_height, vp.frame_width, vp.corr_t, vp.corr_y, vp.corr_x, vp.field, vp.noise, vp.vertical_per_frame,
@@ -183,8 +175,8 @@ static void load_npy(dataset *d, const acc_options *o) {
     snprintf(vp, sizeof vp, "%s/v.npy", o->qkv);
     vecattn_prefill_args_init(&d->a);
     if (va_npy_load_qkv(qp, kp, vp, VECATTN_BF16, &d->a, &d->q, &d->k, &d->v, msg, sizeof msg) != VA_NPY_OK)
-        fail("--qkv", msg);
-    if (d->a.batch != 1) fail("--qkv", "use arrays of one batch ([H, S, D])");
+        die("--qkv", msg);
+    if (d->a.batch != 1) die("--qkv", "use arrays of one batch ([H, S, D])");
     d->a.causal = o->causal;
     snprintf(d->name, sizeof d->name, "npy");
     snprintf(d->params, sizeof d->params, "%s", o->qkv);
@@ -200,16 +192,16 @@ static void library_keys(vecattn_ctx *ctx, const dataset *d, float p, keyset *ks
     a.q = (const void *)d->dq, a.k = (const void *)d->dk, a.threshold = p;
     int64_t rows = (int64_t)a.heads_q * ((a.seq_q + a.pq - 1) / a.pq);
     CUdeviceptr counts, offsets, indices;
-    cu_ok(va_cuMemAlloc(&counts, rows * 4), "cuMemAlloc"), cu_ok(va_cuMemAlloc(&offsets, (rows + 1) * 8), "cuMemAlloc");
+    check_cu(va_cuMemAlloc(&counts, rows * 4), "cuMemAlloc"), check_cu(va_cuMemAlloc(&offsets, (rows + 1) * 8), "cuMemAlloc");
     vecattn_selection sel = {(int32_t *)counts, (int64_t *)offsets, NULL, 0};
-    if (vecattn_select(ctx, &a, &sel, &ks->total, NULL) != VECATTN_OK) fail("vecattn_select", vecattn_errmsg(ctx));
-    cu_ok(va_cuMemAlloc(&indices, (size_t)(ks->total > 0 ? ks->total : 1) * 4), "cuMemAlloc");
+    if (vecattn_select(ctx, &a, &sel, &ks->total, NULL) != VECATTN_OK) die("vecattn_select", vecattn_errmsg(ctx));
+    check_cu(va_cuMemAlloc(&indices, (size_t)(ks->total > 0 ? ks->total : 1) * 4), "cuMemAlloc");
     sel.indices = (int32_t *)indices, sel.indices_capacity = ks->total;
-    if (vecattn_select(ctx, &a, &sel, NULL, NULL) != VECATTN_OK) fail("vecattn_select", vecattn_errmsg(ctx));
+    if (vecattn_select(ctx, &a, &sel, NULL, NULL) != VECATTN_OK) die("vecattn_select", vecattn_errmsg(ctx));
     ks->counts = xmalloc(rows * 4), ks->offsets = xmalloc((rows + 1) * 8), ks->indices = xmalloc((ks->total + 1) * 4);
-    cu_ok(va_cuMemcpyDtoH(ks->counts, counts, rows * 4), "download");
-    cu_ok(va_cuMemcpyDtoH(ks->offsets, offsets, (rows + 1) * 8), "download");
-    cu_ok(va_cuMemcpyDtoH(ks->indices, indices, (size_t)ks->total * 4), "download");
+    check_cu(va_cuMemcpyDtoH(ks->counts, counts, rows * 4), "download");
+    check_cu(va_cuMemcpyDtoH(ks->offsets, offsets, (rows + 1) * 8), "download");
+    check_cu(va_cuMemcpyDtoH(ks->indices, indices, (size_t)ks->total * 4), "download");
     va_cuMemFree(counts), va_cuMemFree(offsets), va_cuMemFree(indices);
 }
 
@@ -331,8 +323,8 @@ static void errors(const dataset *d, const keyset *ks, int forced, int pq, resul
     int H = a->heads_q, D = a->head_dim;
     size_t n_out = (size_t)H * a->seq_q * D;
     uint16_t *o = xmalloc(n_out * 2);
-    cu_ok(va_cuCtxSynchronize(), "sync");
-    cu_ok(va_cuMemcpyDtoH(o, d->dout, n_out * 2), "download O");
+    check_cu(va_cuCtxSynchronize(), "sync");
+    check_cu(va_cuMemcpyDtoH(o, d->dout, n_out * 2), "download O");
     double *same = xmalloc(sizeof(double) * d->n_sample * D);
     unsigned char *keep = xmalloc((size_t)a->seq_k);
     double all[4] = {0, 0, 0, 0}; /* dense num, den; same-set num, den */
@@ -383,7 +375,7 @@ static int run_dataset(vecattn_ctx *ctx, dataset *d, const acc_options *o, FILE 
     vecattn_prefill_args dev = *a;
     dev.q = (const void *)d->dq, dev.k = (const void *)d->dk, dev.v = (const void *)d->dv, dev.o = (void *)d->dout;
     va_recall *r;
-    if (va_recall_open(ctx, &dev, NULL, &r) != VECATTN_OK) fail("va_recall_open", va_recall_errmsg(r));
+    if (va_recall_open(ctx, &dev, NULL, &r) != VECATTN_OK) die("va_recall_open", va_recall_errmsg(r));
     printf("%s (%s), S %d, %d heads, D %d, %s; float64 errors on %d rows per head\n", d->name, d->params, a->seq_q, H, D,
            a->causal ? "causal" : "non-causal", d->n_sample);
     result res = {xmalloc(sizeof(va_recall_stats) * H), {0, 0}, xmalloc(sizeof(double) * H), xmalloc(sizeof(double) * H), 0, 0};
@@ -391,10 +383,10 @@ static int run_dataset(vecattn_ctx *ctx, dataset *d, const acc_options *o, FILE 
     float *ths = xmalloc(sizeof(float) * H);
     for (size_t n = 0; n < sizeof ps / sizeof ps[0]; ++n) {
         for (int h = 0; h < H; ++h) ths[h] = ps[n];
-        if (va_recall_measure(r, ths, res.per_head, &res.overall) != VECATTN_OK) fail("va_recall_measure", va_recall_errmsg(r));
+        if (va_recall_measure(r, ths, res.per_head, &res.overall) != VECATTN_OK) die("va_recall_measure", va_recall_errmsg(r));
         vecattn_prefill_args run = dev;
         run.threshold = ps[n];
-        if (vecattn_prefill(ctx, &run, NULL) != VECATTN_OK) fail("vecattn_prefill", vecattn_errmsg(ctx));
+        if (vecattn_prefill(ctx, &run, NULL) != VECATTN_OK) die("vecattn_prefill", vecattn_errmsg(ctx));
         keyset ks;
         library_keys(ctx, d, ps[n], &ks);
         errors(d, &ks, 1, a->pq, &res);
@@ -407,26 +399,26 @@ static int run_dataset(vecattn_ctx *ctx, dataset *d, const acc_options *o, FILE 
     int nq = n_blocks(a);
     int32_t *empty = calloc((size_t)H * nq * 4, sizeof(int32_t));
     CUdeviceptr forced, counts, offsets, indices;
-    cu_ok(va_cuMemAlloc(&forced, (size_t)H * nq * 16), "cuMemAlloc");
-    cu_ok(va_cuMemcpyHtoD(forced, empty, (size_t)H * nq * 16), "upload");
-    cu_ok(va_cuMemAlloc(&counts, (size_t)H * nq * 4), "cuMemAlloc");
-    cu_ok(va_cuMemAlloc(&offsets, ((size_t)H * nq + 1) * 8), "cuMemAlloc");
+    check_cu(va_cuMemAlloc(&forced, (size_t)H * nq * 16), "cuMemAlloc");
+    check_cu(va_cuMemcpyHtoD(forced, empty, (size_t)H * nq * 16), "upload");
+    check_cu(va_cuMemAlloc(&counts, (size_t)H * nq * 4), "cuMemAlloc");
+    check_cu(va_cuMemAlloc(&offsets, ((size_t)H * nq + 1) * 8), "cuMemAlloc");
     double *pairs = xmalloc(sizeof(double) * H);
     for (size_t n = 0; n < sizeof taus / sizeof taus[0]; ++n) {
         keyset ks;
         block_keys(d, taus[n], &ks);
-        cu_ok(va_cuMemAlloc(&indices, (size_t)(ks.total + 1) * 4), "cuMemAlloc");
-        cu_ok(va_cuMemcpyHtoD(counts, ks.counts, (size_t)H * nq * 4), "upload");
-        cu_ok(va_cuMemcpyHtoD(offsets, ks.offsets, ((size_t)H * nq + 1) * 8), "upload");
-        cu_ok(va_cuMemcpyHtoD(indices, ks.indices, (size_t)(ks.total + 1) * 4), "upload");
+        check_cu(va_cuMemAlloc(&indices, (size_t)(ks.total + 1) * 4), "cuMemAlloc");
+        check_cu(va_cuMemcpyHtoD(counts, ks.counts, (size_t)H * nq * 4), "upload");
+        check_cu(va_cuMemcpyHtoD(offsets, ks.offsets, ((size_t)H * nq + 1) * 8), "upload");
+        check_cu(va_cuMemcpyHtoD(indices, ks.indices, (size_t)(ks.total + 1) * 4), "upload");
         vecattn_selection sel = {(int32_t *)counts, (int64_t *)offsets, (int32_t *)indices, ks.total};
         block_pairs(d, &ks, pairs);
         vecattn_prefill_args run = dev;
         run.pq = BLOCK;
         if (va_recall_measure_selection(r, (const int32_t *)forced, &sel, pairs, res.per_head, &res.overall) != VECATTN_OK)
-            fail("va_recall_measure_selection", va_recall_errmsg(r));
+            die("va_recall_measure_selection", va_recall_errmsg(r));
         if (vecattn_sparse_attention(ctx, &run, (const int32_t *)forced, &sel, NULL) != VECATTN_OK)
-            fail("vecattn_sparse_attention", vecattn_errmsg(ctx));
+            die("vecattn_sparse_attention", vecattn_errmsg(ctx));
         errors(d, &ks, 0, BLOCK, &res);
         csv_rows(csv, d, "block", taus[n], &res);
         print_line("block", taus[n], &res);
@@ -474,15 +466,9 @@ int va_bench_accuracy(int argc, char **argv) {
     }
     if (o.seq < BLOCK || o.heads < 1 || o.rows < 1 || (o.head_dim != 64 && o.head_dim != 128))
         return fprintf(stderr, "vecattn-bench --accuracy: bad sizes\n"), 1;
-    vecattn_ctx *ctx;
-    if (vecattn_create(&ctx, 0, NULL, 0) != VECATTN_OK) {
-        fprintf(stderr, "vecattn-bench: %s\n", vecattn_errmsg(ctx));
-        vecattn_destroy(ctx);
-        return 2;
-    }
-    cu_ok(va_cuCtxPushCurrent(ctx->primary), "cuCtxPushCurrent");
+    vecattn_ctx *ctx = open_context();
     FILE *csv = o.csv ? fopen(o.csv, "a") : stdout;
-    if (!csv) fail("cannot open", o.csv);
+    if (!csv) die("cannot open", o.csv);
     if (!o.csv || ftell(csv) == 0)
         fprintf(csv, "dataset,method,seq,causal,dtype,param,head,sparsity,recall,err_dense,err_same_set\n");
     int bad = 0;

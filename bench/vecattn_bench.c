@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "ref/vecattn_ref.h"
+#include "bench_util.h"
 #include "runtime/runtime.h"
 
 typedef struct options {
@@ -37,15 +38,6 @@ typedef struct problem {
     CUdeviceptr q, k, v, o;
     uint16_t *host_q, *host_k, *host_v;
 } problem;
-
-static void die(const char *what, const char *detail) {
-    fprintf(stderr, "vecattn-bench: %s: %s\n", what, detail);
-    exit(2);
-}
-
-static void check_cu(CUresult r, const char *what) {
-    if (r != CUDA_SUCCESS) die(what, va_cu_error_name(r));
-}
 
 static void check_va(vecattn_ctx *ctx, vecattn_status st, const char *what) {
     if (st != VECATTN_OK) die(what, vecattn_errmsg(ctx));
@@ -331,13 +323,7 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; ++i)
         if (!strcmp(argv[i], "--accuracy")) return va_bench_accuracy(argc, argv);
     options o = parse_options(argc, argv);
-    vecattn_ctx *ctx;
-    if (vecattn_create(&ctx, 0, NULL, 0) != VECATTN_OK) {
-        fprintf(stderr, "vecattn-bench: %s\n", vecattn_errmsg(ctx));
-        vecattn_destroy(ctx);
-        return 2;
-    }
-    check_cu(va_cuCtxPushCurrent(ctx->primary), "cuCtxPushCurrent");
+    vecattn_ctx *ctx = open_context();
     FILE *csv = NULL;
     if (o.csv) {
         csv = fopen(o.csv, "a");
