@@ -631,6 +631,8 @@ static int print_version(void)
     va_nvrtc_version(&major, &minor);
     printf("vecattn-autotune %s (libvecattn %s, NVRTC %d.%d)\n", VECATTN_VERSION_STRING,
            vecattn_version(), major, minor);
+    printf("kernel versions: selection %s, attention %s\n", va_kernel_version(VA_KERNEL_SELECT),
+           va_kernel_version(VA_KERNEL_ATTENTION));
     return CLI_OK;
 }
 

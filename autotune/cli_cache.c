@@ -143,10 +143,13 @@ static int print_entry(const va_tune_key *k, const va_tune_value *v, int shipped
     time_t t = (time_t)v->tuned_at;
     struct tm tm;
     if (gmtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d", &tm);
-    printf("%-26.26s %3d %4d %-4s %4d %3d %3d %3d %-10s %-9s 2^%-2d %2d  %-40s %9.4f %7.1f  %s%s\n",
+    /* tuned with other kernels: only a fallback for lookups (cache/pretuned/FORMAT.md) */
+    int stale = strcmp(v->kernel_version, va_tune_kernel_version(k->stage)) != 0;
+    printf("%-26.26s %3d %4d %-4s %4d %3d %3d %3d %-10s %-9s 2^%-2d %2d  %-40s %9.4f %7.1f  %s%s%s\n",
            k->device.name, k->device.cc, k->device.sm_count, va_dtype_name(k->dtype), k->head_dim, k->pq,
            k->bk, k->gk, k->causal ? "causal" : "non-causal", va_stage_name(k->stage), k->seq_bucket,
-           k->sparsity_bucket, v->tiles, v->time_ms, v->tflops, when, shipped ? "  (shipped)" : "");
+           k->sparsity_bucket, v->tiles, v->time_ms, v->tflops, when, shipped ? "  (shipped)" : "",
+           stale ? "  (other kernel version)" : "");
     ++*(int *)user;
     return 0;
 }

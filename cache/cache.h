@@ -106,6 +106,8 @@ typedef struct va_tune_value {
     char vecattn_version[32];
     int driver_version;
     char nvrtc_id[64];
+    char kernel_version[VA_KERNEL_VERSION_LEN + 1]; /* va_kernel_version() of the stage when
+                                                       measured; "" = unknown (older rows) */
 } va_tune_value;
 
 /* How a lookup matched (for the debug log). */
@@ -117,8 +119,13 @@ typedef enum va_tune_match {
 } va_tune_match;
 
 /* Look up in the order exact -> nearest bucket of the same device -> same compute
-** capability; returns the match level and fills *value on a hit. */
+** capability, among rows of the current kernel version first (va_tune_kernel_version), then
+** among the others; returns the match level and fills *value on a hit. */
 va_tune_match va_cache_lookup_tuned(va_cache *cache, const va_tune_key *key, va_tune_value *value);
+
+/* The kernel version (va_kernel_version) of a stage's kernels in this build: what tuned rows
+** are written with and preferred by in lookups (value.kernel_version differs for a fallback). */
+const char *va_tune_kernel_version(va_stage stage);
 
 /* Insert or replace, keeping the faster of an existing and the new entry. */
 vecattn_status va_cache_put_tuned(va_cache *cache, const va_tune_key *key, const va_tune_value *value);

@@ -87,8 +87,9 @@ long long va_now(void);
 /* The columns of a tuned row, in the order va_tuned_from_row reads them. */
 #define VA_TUNED_COLUMNS                                                                       \
     "cc, sm_count, device_name, dtype, head_dim, pq, bk, gk, causal, stage, seq_bucket, "      \
-    "sparsity_bucket, tiles, time_ms, tflops, tuned_at, vecattn_version, driver_version, nvrtc_id"
-enum { VA_TUNED_NCOLS = 19 };
+    "sparsity_bucket, tiles, time_ms, tflops, tuned_at, vecattn_version, driver_version, nvrtc_id, " \
+    "kernel_version"
+enum { VA_TUNED_NCOLS = 20 };
 
 /* Decode the VA_TUNED_COLUMNS of a row starting at column `col`; 0 and a reason in msg when
 ** the row cannot be (unknown dtype or stage name, text too long). */

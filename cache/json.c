@@ -186,11 +186,24 @@ static vecattn_status read_header(json_ctx *j, const cJSON *root, entry_defaults
 
 /* ---- entries -------------------------------------------------------------------------- */
 
+/* Optional "kernel_version": 16 lowercase hex digits (va_kernel_version); absent: unknown. */
+static vecattn_status get_kernel_version(json_ctx *j, const cJSON *e, char out[VA_KERNEL_VERSION_LEN + 1]) {
+    out[0] = '\0';
+    if (!cJSON_GetObjectItemCaseSensitive(e, "kernel_version")) return VECATTN_OK;
+    vecattn_status st = get_string(j, e, "kernel_version", out, VA_KERNEL_VERSION_LEN + 1);
+    int ok = st == VECATTN_OK && strlen(out) == VA_KERNEL_VERSION_LEN;
+    for (int i = 0; ok && i < VA_KERNEL_VERSION_LEN; ++i) ok = strchr("0123456789abcdef", out[i]) != NULL;
+    if (st == VECATTN_OK && !ok) st = fail(j, "kernel_version", "expected 16 lowercase hex digits");
+    if (st != VECATTN_OK) out[0] = '\0';
+    return st;
+}
+
 static vecattn_status read_entry(json_ctx *j, const cJSON *e, const entry_defaults *defaults,
                                  va_tune_key *k, va_tune_value *v) {
     static const char *const known[] = {
         "dtype", "head_dim", "pq", "bk", "gk", "causal", "stage", "seq_bucket", "sparsity_bucket", "tiles",
-        "time_ms", "tflops", "tuned_at", "device", "vecattn_version", "driver_version", "nvrtc", NULL};
+        "time_ms", "tflops", "tuned_at", "kernel_version", "device", "vecattn_version", "driver_version", "nvrtc",
+        NULL};
     if (!cJSON_IsObject(e)) return fail(j, NULL, "expected an object");
     vecattn_status st = check_members(j, e, known);
     entry_defaults d = *defaults;
@@ -219,6 +232,7 @@ static vecattn_status read_entry(json_ctx *j, const cJSON *e, const entry_defaul
     if (st == VECATTN_OK) st = get_double(j, e, "tflops", 0, 1e6, &v->tflops);
     long long tuned_at = 0;
     if (st == VECATTN_OK) st = get_int(j, e, "tuned_at", 0, 1ll << 40, &tuned_at);
+    if (st == VECATTN_OK) st = get_kernel_version(j, e, v->kernel_version);
     if (st != VECATTN_OK) return st;
     k->device = d.device;
     v->tuned_at = tuned_at;

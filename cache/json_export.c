@@ -74,6 +74,7 @@ static int add_entry(const va_tune_key *k, const va_tune_value *v, int shipped, 
     cJSON_AddNumberToObject(e, "time_ms", v->time_ms);
     cJSON_AddNumberToObject(e, "tflops", v->tflops);
     cJSON_AddNumberToObject(e, "tuned_at", (double)v->tuned_at);
+    if (v->kernel_version[0]) cJSON_AddStringToObject(e, "kernel_version", v->kernel_version);
     add_overrides(s, e, k, v);
     cJSON_AddItemToArray(s->entries, e);
     ++s->count;

@@ -8,7 +8,9 @@
 **
 ** Version 1 holds the tuned configurations and the compiled kernels; version 2 adds the
 ** failed configurations and the compile claims. Both were laid down in the same change; the
-** split keeps a real migration step under test (tests/test_cache_schema.c).
+** split keeps a real migration step under test (tests/test_cache_schema.c). Version 3 records
+** the kernel version (codegen.h, va_kernel_version) a tuned row was measured with; older rows
+** get '' (unknown).
 */
 #include <stdio.h>
 #include <string.h>
@@ -18,7 +20,7 @@
 /* The schema version this build writes. Bump it when a table, column, index or the meaning
 ** of a stored value changes, and append the step that takes version N-1 to N below. Never
 ** edit a step that has been released: files in the wild were made by it. */
-#define VA_CACHE_SCHEMA_VERSION 2
+#define VA_CACHE_SCHEMA_VERSION 3
 
 typedef struct migration {
     int to_version;
@@ -58,6 +60,9 @@ static const migration migrations[] = {
      "  nvrtc_id TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,"
      "  expires_at INTEGER NOT NULL,"
      "  PRIMARY KEY (source_hash, options, arch, nvrtc_id));"},
+    {3,
+     /* The templates' version a tuned row was measured with ('' before version 3). */
+     "ALTER TABLE tuned ADD COLUMN kernel_version TEXT NOT NULL DEFAULT '';"},
 };
 enum { N_MIGRATIONS = (int)(sizeof migrations / sizeof migrations[0]) };
 

@@ -151,6 +151,7 @@ static void bind_value(sqlite3_stmt *st, const va_tune_value *v) {
     sqlite3_bind_text(st, 17, v->vecattn_version, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 18, v->driver_version);
     sqlite3_bind_text(st, 19, v->nvrtc_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 20, v->kernel_version, -1, SQLITE_STATIC);
 }
 
 /* Copy a text column; 0 when it is NULL or does not fit. */
@@ -181,7 +182,8 @@ int va_tuned_from_row(sqlite3_stmt *st, int col, va_tune_key *k, va_tune_value *
     k->sparsity_bucket = sqlite3_column_int(st, col + 11);
     if (!copy_text(st, col + 12, v->tiles, sizeof v->tiles) ||
         !copy_text(st, col + 16, v->vecattn_version, sizeof v->vecattn_version) ||
-        !copy_text(st, col + 18, v->nvrtc_id, sizeof v->nvrtc_id))
+        !copy_text(st, col + 18, v->nvrtc_id, sizeof v->nvrtc_id) ||
+        !copy_text(st, col + 19, v->kernel_version, sizeof v->kernel_version))
         return snprintf(msg, msg_size, "a text column is missing or too long"), 0;
     v->time_ms = sqlite3_column_double(st, col + 13);
     v->tflops = sqlite3_column_double(st, col + 14);
@@ -219,7 +221,7 @@ int va_tuned_merge(va_cache *c, const char *table, const va_tune_key *k, const v
     if ((rc = va_sql_run(c, st, "replace a tuned entry")) != SQLITE_OK) return rc;
     snprintf(sql, sizeof sql,
              "INSERT INTO %s (" VA_TUNED_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
-             " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)", table);
+             " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)", table);
     if (!(st = va_sql_prepare(c, sql))) return SQLITE_ERROR;
     bind_key(st, k);
     bind_value(st, v);
@@ -242,6 +244,9 @@ vecattn_status va_cache_put_tuned(va_cache *c, const va_tune_key *k, const va_tu
 
 /* ---- lookup --------------------------------------------------------------------------- */
 
+/* Rows measured with the current kernels first at every level; then the level (exact
+** buckets, nearest buckets of this device, another device of the same cc). A row of another
+** kernel version is used only when no current one matches at all: a fallback hint. */
 static const char lookup_sql[] =
     "SELECT " VA_TUNED_COLUMNS ","
     "  CASE WHEN sm_count = ?2 AND device_name = ?3 THEN"
@@ -250,8 +255,13 @@ static const char lookup_sql[] =
     " FROM all_tuned"
     " WHERE cc = ?1 AND dtype = ?4 AND head_dim = ?5 AND pq = ?6 AND bk = ?7 AND gk = ?8"
     "   AND causal = ?9 AND stage = ?10"
-    " ORDER BY level, sm_count <> ?2, abs(seq_bucket - ?11), abs(sparsity_bucket - ?12), time_ms"
+    " ORDER BY kernel_version <> ?13, level, sm_count <> ?2, abs(seq_bucket - ?11),"
+    "   abs(sparsity_bucket - ?12), time_ms"
     " LIMIT 64";
+
+const char *va_tune_kernel_version(va_stage stage) {
+    return va_kernel_version(stage == VA_STAGE_SELECTION ? VA_KERNEL_SELECT : VA_KERNEL_ATTENTION);
+}
 
 va_tune_match va_cache_lookup_tuned(va_cache *c, const va_tune_key *key, va_tune_value *value) {
     if (va_cache_ready(c) != 0) return VA_TUNE_MISS;
@@ -259,6 +269,7 @@ va_tune_match va_cache_lookup_tuned(va_cache *c, const va_tune_key *key, va_tune
     sqlite3_stmt *st = va_sql_prepare(c, lookup_sql);
     if (!st) return VA_TUNE_MISS;
     bind_key(st, key);
+    sqlite3_bind_text(st, 13, va_tune_kernel_version(key->stage), -1, SQLITE_STATIC);
     va_tune_match match = VA_TUNE_MISS;
     int rc = SQLITE_DONE;
     while (match == VA_TUNE_MISS && (rc = sqlite3_step(st)) == SQLITE_ROW) {

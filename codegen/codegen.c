@@ -78,6 +78,28 @@ static const char *const attention_templates[] = {"vecattn_params.h", "common.cu
 static const char *const attention_sm90_templates[] = {"vecattn_params.h", "common.cuh", "attention.cuh",
                                                        "attention_sm90.cuh", NULL};
 
+/* FNV-1a 64 over the named templates' texts (name, length, text), as 16 hex digits. */
+static void templates_version(const char *const *names, char out[VA_KERNEL_VERSION_LEN + 1]) {
+    uint64_t h = VA_FNV_OFFSET;
+    for (const char *const *n = names; *n; ++n) {
+        const va_template_file *f = va_template_find(*n);
+        h = va_fnv1a(h, *n, strlen(*n) + 1);
+        if (f) h = va_fnv1a(h, f->text, f->length);
+    }
+    snprintf(out, VA_KERNEL_VERSION_LEN + 1, "%016llx", (unsigned long long)h);
+}
+
+const char *va_kernel_version(va_kernel_kind kind) {
+    /* computed once per kind; the embedded texts never change while the library is loaded,
+    ** and a racing first call writes the same bytes */
+    static char select_version[VA_KERNEL_VERSION_LEN + 1], attention_version[VA_KERNEL_VERSION_LEN + 1];
+    static const char *const attention_all[] = {"vecattn_params.h", "common.cuh", "attention.cuh",
+                                                "attention_sm90.cuh", NULL};
+    char *v = kind == VA_KERNEL_SELECT ? select_version : attention_version;
+    if (!v[0]) templates_version(kind == VA_KERNEL_SELECT ? select_templates : attention_all, v);
+    return v;
+}
+
 static const char *const *spec_templates(const va_kernel_spec *s) {
     if (s->kind == VA_KERNEL_SELECT) return select_templates;
     return s->impl == 1 ? attention_sm90_templates : attention_templates;

@@ -85,6 +85,15 @@ size_t va_spec_smem_bytes(const va_kernel_spec *spec);
 /* The "sm_90a"-style target name for an arch number. */
 const char *va_arch_target(int arch);
 
+/*
+** The version of a kind's kernels: 16 hex digits of FNV-1a 64 over the embedded templates
+** that its generated code includes (for attention, both the mma.sync and the wgmma kernels).
+** A tuned tile configuration records the version it was measured with: after any change to
+** the templates, rows of the old version are only a fallback (cache/FORMAT.md).
+*/
+#define VA_KERNEL_VERSION_LEN 16
+const char *va_kernel_version(va_kernel_kind kind);
+
 /* FNV-1a 64-bit, chainable: pass the previous result as `h` (start with VA_FNV_OFFSET). */
 #define VA_FNV_OFFSET 0xcbf29ce484222325ull
 uint64_t va_fnv1a(uint64_t h, const void *data, size_t len);

@@ -72,7 +72,9 @@
 **   VECATTN_NO_JIT=1     never run NVRTC: a kernel missing from the cache is an error
 **                        (VECATTN_E_CACHE) naming the `vecattn-autotune precompile` to run.
 **   VECATTN_AUTOTUNE=1   tune a (problem, GPU) pair the cache has no entry for on its first
-**                        use, on the caller's inputs (that call waits for the GPU).
+**                        use, on the caller's inputs (that call waits for the GPU). An entry
+**                        measured with other kernels (an older vecattn) counts as none; without
+**                        this variable such entries are still used when nothing newer matches.
 **   VECATTN_CACHE_WAL    0 or 1 forces SQLite's journal mode (default: WAL on local disks).
 **   VECATTN_PRETUNED_DIR a directory of shipped tuning files to use instead of
 **                        <prefix>/share/vecattn/pretuned (empty: none).

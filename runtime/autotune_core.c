@@ -264,6 +264,7 @@ static void pick_and_store(vecattn_ctx *ctx, const va_tune_request *req, va_tune
     snprintf(v->vecattn_version, sizeof v->vecattn_version, "%s", VECATTN_VERSION_STRING);
     va_cuDriverGetVersion(&v->driver_version);
     snprintf(v->nvrtc_id, sizeof v->nvrtc_id, "%s", va_nvrtc_identity());
+    snprintf(v->kernel_version, sizeof v->kernel_version, "%s", va_tune_kernel_version(req->key.stage));
     if (req->store && ctx->cache) res->stored = va_cache_put_tuned(ctx->cache, &req->key, v) == VECATTN_OK;
 }
 

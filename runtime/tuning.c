@@ -175,6 +175,11 @@ static int spec_from_row(vecattn_ctx *ctx, const va_kernel_spec *def, const va_t
 }
 
 /* Steps 3 and 4 of the file comment; *spec holds the default on entry. */
+/* A row measured with kernels other than this build's (cache/FORMAT.md: a fallback). */
+static int stale_row(const va_tune_key *key, const va_tune_value *v) {
+    return strcmp(v->kernel_version, va_tune_kernel_version(key->stage)) != 0;
+}
+
 static void choose_from_cache(vecattn_ctx *ctx, va_kernel_kind kind, const vecattn_prefill_args *a,
                               const va_tune_key *key, va_kernel_spec *spec) {
     char what[192], tiles[128];
@@ -184,11 +189,14 @@ static void choose_from_cache(vecattn_ctx *ctx, va_kernel_kind kind, const vecat
     va_tune_value val;
     if (ctx->cache) {
         m = va_cache_lookup_tuned(ctx->cache, key, &val);
-        if (m != VA_TUNE_EXACT && auto_enabled(ctx) && !ctx->tuning.active) {
-            va_log(ctx, "tiles for %s: no exact entry; VECATTN_AUTOTUNE=1: tuning it now", what);
+        if ((m != VA_TUNE_EXACT || stale_row(key, &val)) && auto_enabled(ctx) && !ctx->tuning.active) {
+            va_log(ctx, "tiles for %s: no exact entry of these kernels; VECATTN_AUTOTUNE=1: tuning it now", what);
             tune_on_miss(ctx, kind, a, key, what);
             m = va_cache_lookup_tuned(ctx->cache, key, &val);
         }
+        if (m != VA_TUNE_MISS && stale_row(key, &val))
+            va_log(ctx, "tiles for %s: the entry was tuned for other kernels (version %s, now %s): a fallback",
+                    what, val.kernel_version[0] ? val.kernel_version : "unknown", va_tune_kernel_version(key->stage));
         for (int level = VA_TUNE_EXACT; level <= VA_TUNE_SAME_CC && (m == VA_TUNE_MISS || level < (int)m); ++level)
             va_log(ctx, "tiles for %s: %s: miss", what, level_names[level]);
     } else {

@@ -81,6 +81,7 @@ static inline void sample_entry(va_tune_key *k, va_tune_value *v, int cc, int sm
     snprintf(v->vecattn_version, sizeof v->vecattn_version, "0.1.0");
     v->driver_version = 13000;
     snprintf(v->nvrtc_id, sizeof v->nvrtc_id, "13.0/test");
+    snprintf(v->kernel_version, sizeof v->kernel_version, "%s", va_tune_kernel_version(stage));
 }
 
 /* The number a query on `path` returns, read with a connection of its own; -1 on error. */

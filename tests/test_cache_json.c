@@ -30,6 +30,7 @@ static int add_to_digest(const va_tune_key *k, const va_tune_value *v, int shipp
     d->h = va_fnv1a(d->h, &v->tuned_at, sizeof v->tuned_at);
     d->h = va_fnv1a(d->h, v->vecattn_version, strlen(v->vecattn_version));
     d->h = va_fnv1a(d->h, v->nvrtc_id, strlen(v->nvrtc_id));
+    d->h = va_fnv1a(d->h, v->kernel_version, strlen(v->kernel_version) + 1);
     ++d->n;
     return 0;
 }
@@ -59,6 +60,7 @@ static void fill(va_cache *c) {
                 k.head_dim = 64;
                 default_tiles(VA_STAGE_ATTENTION, devs[d].cc, 64, v.tiles, sizeof v.tiles);
                 if (d == 2) snprintf(v.nvrtc_id, sizeof v.nvrtc_id, "12.8/other"), v.driver_version = 12080;
+                if (d == 1) v.kernel_version[0] = '\0'; /* unknown: no field in the file */
                 CHECK(va_cache_put_tuned(c, &k, &v) == VECATTN_OK, "put: %s", va_cache_errmsg(c));
             }
         }
@@ -196,6 +198,10 @@ static const field_case field_cases[] = {
     {"device", "{\"name\": \"X\", \"cc\": 75, \"sm_count\": 40}", "device: field \"cc\""},
     {"device", "{\"name\": \"X\", \"cc\": 90}", "device: field \"sm_count\": missing"},
     {"nvrtc", "42", "field \"nvrtc\": expected a string"},
+    {"kernel_version", "\"0123\"", "field \"kernel_version\": expected 16 lowercase hex digits"},
+    {"kernel_version", "\"0123456789ABCDEF\"", "field \"kernel_version\": expected 16 lowercase hex digits"},
+    {"kernel_version", "\"0123456789abcdef0\"", "field \"kernel_version\""},
+    {"kernel_version", "16", "field \"kernel_version\": expected a string"},
 };
 
 typedef struct doc_case {

@@ -99,7 +99,8 @@ static void test_bad_row(const char *file) {
     put(c, 90, 132, H100, 14, 1, 2.0);
     CHECK(poke(file, "INSERT INTO tuned SELECT cc, sm_count, device_name, dtype, head_dim, pq, bk, gk, causal,"
                      " stage, seq_bucket, 0, 'block_m=999', 0.01, tflops, tuned_at, vecattn_version,"
-                     " driver_version, nvrtc_id FROM tuned WHERE seq_bucket = 14") == SQLITE_OK, "insert a bad row");
+                     " driver_version, nvrtc_id, kernel_version FROM tuned WHERE seq_bucket = 14") == SQLITE_OK,
+          "insert a bad row");
     double ms;
     CHECK(look(c, 90, 132, H100, 14, 0, &ms) == VA_TUNE_NEAREST_BUCKET && ms == 2.0,
           "the bad exact row is passed over for a valid one (%g)", ms);
@@ -118,8 +119,9 @@ static void test_shipped(const char *dir, const char *file) {
              " \"device\": {\"name\": \"" H100 "\", \"cc\": 90, \"sm_count\": 132}, \"driver_version\": 13000,"
              " \"nvrtc\": \"13.0/x\"}, \"entries\": [{\"dtype\": \"bf16\", \"head_dim\": 128, \"pq\": 64,"
              " \"bk\": 16, \"gk\": 16, \"causal\": true, \"stage\": \"attention\", \"seq_bucket\": 12,"
-             " \"sparsity_bucket\": 1, \"tiles\": \"%s\", \"time_ms\": 0.25, \"tflops\": 1, \"tuned_at\": 1}]}",
-             tiles);
+             " \"sparsity_bucket\": 1, \"tiles\": \"%s\", \"time_ms\": 0.25, \"tflops\": 1, \"tuned_at\": 1,"
+             " \"kernel_version\": \"%s\"}]}",
+             tiles, va_tune_kernel_version(VA_STAGE_ATTENTION));
     CHECK(write_file(good, doc, strlen(doc)) == 0 && write_file(broken, "{\"format\"", 10) == 0, "write files");
     va_cache *c = va_cache_open(file, NULL);
     long long rows = peek_int(file, "SELECT count(*) FROM tuned");
@@ -142,6 +144,31 @@ static void test_shipped(const char *dir, const char *file) {
     free(ship), free(good), free(broken);
 }
 
+/* Rows of another kernel version (templates changed since they were tuned) are only a
+** fallback: a current row of the same compute capability beats a stale exact one. */
+static void test_kernel_version(const char *dir) {
+    char *file = path_in(dir, "kv.db");
+    va_cache *c = va_cache_open(file, NULL);
+    va_tune_key k;
+    va_tune_value v, got;
+    sample_entry(&k, &v, 90, 132, H100, VA_STAGE_ATTENTION, 15, 2, 1.0);
+    snprintf(v.kernel_version, sizeof v.kernel_version, "0123456789abcdef"); /* an older build's */
+    CHECK(va_cache_put_tuned(c, &k, &v) == VECATTN_OK, "put a stale row");
+    CHECK(va_cache_lookup_tuned(c, &k, &got) == VA_TUNE_EXACT && !strcmp(got.kernel_version, "0123456789abcdef"),
+          "alone, the stale row is used (version \"%s\")", got.kernel_version);
+    put(c, 90, 114, "NVIDIA H100 PCIe", 13, 0, 3.0); /* current kernels, another device */
+    memset(&got, 0, sizeof got);
+    va_tune_match m = va_cache_lookup_tuned(c, &k, &got);
+    CHECK(m == VA_TUNE_SAME_CC && got.time_ms == 3.0 &&
+              !strcmp(got.kernel_version, va_tune_kernel_version(VA_STAGE_ATTENTION)),
+          "a current same-cc row beats a stale exact one (match %d, %g ms)", (int)m, got.time_ms);
+    CHECK(strlen(va_tune_kernel_version(VA_STAGE_ATTENTION)) == 16 &&
+              strcmp(va_tune_kernel_version(VA_STAGE_ATTENTION), va_tune_kernel_version(VA_STAGE_SELECTION)),
+          "16 hex digits per stage, different stages differ");
+    va_cache_close(c);
+    free(file);
+}
+
 int main(void) {
     char *dir = scratch_dir("lookup");
     char *file = path_in(dir, "c.db");
@@ -151,6 +178,7 @@ int main(void) {
     va_cache_close(c);
     test_bad_row(file);
     test_shipped(dir, file);
+    test_kernel_version(dir);
     remove_tree(dir);
     free(file), free(dir);
     return test_exit_code("test_cache_lookup");
