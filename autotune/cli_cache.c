@@ -7,6 +7,7 @@
 ** Exit codes: 0 ok, 1 usage error, 2 runtime failure.
 ** Sections: flags, opening, list, show, export, import, verify, clear.
 */
+#include <errno.h>   /* provides: errno for va_cli_int */
 #include <stdarg.h>  /* provides: va_list for usage */
 #include <stdio.h>   /* provides: printf, fprintf */
 #include <stdlib.h>  /* provides: setenv, strtol */
@@ -55,6 +56,15 @@ int va_cli_cache_option(int *argc, char **argv) {
         *argc -= take;
     }
     return VA_CLI_OK;
+}
+
+int va_cli_int(const char *s, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = s ? strtol(s, &end, 10) : 0;
+    if (!s || errno || end == s || *end || v < lo || v > hi) return 0;
+    *out = (int)v;
+    return 1;
 }
 
 int va_cli_parse(const char *cmd, int argc, char **argv, const va_cli_opt *opts, const char **pos, int max_pos) {

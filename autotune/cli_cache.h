@@ -43,6 +43,9 @@ enum { VA_CLI_OK = 0, VA_CLI_USAGE = 1, VA_CLI_FAIL = 2, VA_CLI_CONTINUE = -1 };
 ** VA_CLI_USAGE with the culprit named on stderr. */
 int va_cli_parse(const char *cmd, int argc, char **argv, const va_cli_opt *opts, const char **pos, int max_pos);
 
+/* A whole decimal integer in [lo, hi] -> *out; 1 on success, 0 (out untouched) otherwise. */
+int va_cli_int(const char *s, int lo, int hi, int *out);
+
 /* "vecattn-autotune <cmd>: <message>" on stderr; return VA_CLI_USAGE / VA_CLI_FAIL. */
 int va_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int va_cli_failure(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

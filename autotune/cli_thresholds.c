@@ -63,15 +63,6 @@ typedef struct options {
     int causal, non_causal;
 } options;
 
-static int parse_int_in(const char *s, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = s ? strtol(s, &end, 10) : 0;
-    if (!s || errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_double_in(const char *s, double lo, double hi, int hi_open, double *out) {
     char *end;
     errno = 0;
@@ -103,8 +94,8 @@ static int write_npy_u2(const char *path, const uint16_t *data, int h, int s, in
 
 static int make_demo(const options *o) {
     int layers = 2, heads = 8, seq = 8192, dim = 128;
-    if ((o->layers && parse_int_in(o->layers, 1, 1000, &layers)) || (o->heads && parse_int_in(o->heads, 1, 256, &heads)) ||
-        (o->seq && parse_int_in(o->seq, 64, 1 << 20, &seq)) || (o->dim && parse_int_in(o->dim, 64, 128, &dim)) ||
+    if ((o->layers && !va_cli_int(o->layers, 1, 1000, &layers)) || (o->heads && !va_cli_int(o->heads, 1, 256, &heads)) ||
+        (o->seq && !va_cli_int(o->seq, 64, 1 << 20, &seq)) || (o->dim && !va_cli_int(o->dim, 64, 128, &dim)) ||
         (dim != 64 && dim != 128))
         return va_cli_usage(CMD, "--layers, --heads, --seq or --head-dim out of range (head dim 64 or 128)");
     if (mkdir(o->demo, 0777) != 0 && errno != EEXIST) return va_cli_failure(CMD, "cannot create %s", o->demo);
@@ -290,8 +281,8 @@ static int make_plan(const options *o, plan *pl, char *out_buf, size_t out_size)
         return va_cli_usage(CMD, "--target-sparsity: a number in (0, 1) is required");
     if (!o->recall || parse_double_in(o->recall, 0.0, 1.0, 0, &pl->recall))
         return va_cli_usage(CMD, "--recall: a number in (0, 1] is required");
-    if ((o->pq && parse_int_in(o->pq, 16, 128, &pl->base.pq)) || (o->bk && parse_int_in(o->bk, 8, 128, &pl->base.bk)) ||
-        (o->gk && parse_int_in(o->gk, 1, 1 << 30, &pl->base.gk)) || (o->device && parse_int_in(o->device, 0, 1023, &pl->device)))
+    if ((o->pq && !va_cli_int(o->pq, 16, 128, &pl->base.pq)) || (o->bk && !va_cli_int(o->bk, 8, 128, &pl->base.bk)) ||
+        (o->gk && !va_cli_int(o->gk, 1, 1 << 30, &pl->base.gk)) || (o->device && !va_cli_int(o->device, 0, 1023, &pl->device)))
         return va_cli_usage(CMD, "--pq, --bk, --gk or --device is not a number in range");
     if (o->dtype && strcmp(o->dtype, "bf16") && strcmp(o->dtype, "fp16"))
         return va_cli_usage(CMD, "--dtype %s: use bf16 or fp16", o->dtype);

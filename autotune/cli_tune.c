@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autotune/cli_cache.h" /* provides: va_cli_int */
 #include "autotune/tuner.h"
 
 enum { TUNE_OK = 0, TUNE_USAGE = 1, TUNE_FAIL = 2, TUNE_CONTINUE = -1 };
@@ -63,14 +64,6 @@ static int usage_error(const char *fmt, ...) {
 
 /* ---- flags ---------------------------------------------------------------------------------- */
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi) return 0;
-    *out = (int)v;
-    return 1;
-}
-
 /* "8192,32K,128k" -> seqs; K means 1024. */
 static int parse_seqs(const char *s, int *out, int max, int *n) {
     *n = 0;
@@ -110,17 +103,17 @@ static int parse_value(tune_cli *c, const char *flag, const char *v) {
     va_tuner_options *o = &c->o;
     int ok = 1;
     if (!strcmp(flag, "--head-dim"))
-        ok = parse_int(v, 1, 1 << 16, &o->head_dim);
+        ok = va_cli_int(v, 1, 1 << 16, &o->head_dim);
     else if (!strcmp(flag, "--pq"))
-        ok = parse_int(v, 1, 1 << 16, &o->pq);
+        ok = va_cli_int(v, 1, 1 << 16, &o->pq);
     else if (!strcmp(flag, "--bk"))
-        ok = parse_int(v, 1, 1 << 16, &o->bk);
+        ok = va_cli_int(v, 1, 1 << 16, &o->bk);
     else if (!strcmp(flag, "--gk"))
-        ok = parse_int(v, 1, 1 << 24, &o->gk);
+        ok = va_cli_int(v, 1, 1 << 24, &o->gk);
     else if (!strcmp(flag, "--heads"))
-        ok = parse_int(v, 1, 4096, &o->heads);
+        ok = va_cli_int(v, 1, 4096, &o->heads);
     else if (!strcmp(flag, "--device"))
-        ok = parse_int(v, 0, 1 << 16, &c->device);
+        ok = va_cli_int(v, 0, 1 << 16, &c->device);
     else if (!strcmp(flag, "--cache"))
         c->cache = v;
     else if (!strcmp(flag, "--dtype"))

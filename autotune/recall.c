@@ -54,22 +54,9 @@ static int block_rows(const vecattn_prefill_args *a, int i) {
 }
 
 double va_recall_valid_pairs(const vecattn_prefill_args *a) {
-    if (!a->causal) return (double)a->seq_q * a->seq_k;
-    double shift = a->seq_k - a->seq_q, n = a->seq_q;
-    return n * (shift + 1.0) + n * (n - 1.0) / 2.0; /* sum over t of (t + shift + 1) */
-}
-
-/* Pairs the forced keys (causal sink and diagonal) attend in one (batch, head). */
-static double forced_pairs(const vecattn_prefill_args *a, int n_qblocks) {
-    if (!a->causal) return 0.0;
-    double pairs = 0.0;
-    for (int i = 0; i < n_qblocks; ++i) {
-        double rows = block_rows(a, i);
-        long long p0 = (long long)i * a->pq + (a->seq_k - a->seq_q);
-        double sink = p0 < a->pq ? (double)p0 : (double)a->pq;
-        pairs += sink * rows + rows * (rows + 1.0) / 2.0;
-    }
-    return pairs;
+    double valid, forced;
+    va_pair_counts(a, &valid, &forced);
+    return valid;
 }
 
 /* Mean of exp(lse_kept - lse_all) over the rows of head h (all batches); rows with no key
@@ -171,7 +158,8 @@ vecattn_status va_recall_open(vecattn_ctx *ctx, const vecattn_prefill_args *args
 /* Attended pairs per head of the library's selection, from its counts. */
 static void selected_pairs(const va_recall *r, double *attended) {
     const vecattn_prefill_args *a = &r->a;
-    double forced = forced_pairs(a, r->n_qblocks);
+    double valid, forced;
+    va_pair_counts(a, &valid, &forced);
     for (int h = 0; h < a->heads_q; ++h) {
         double pairs = 0.0;
         for (int b = 0; b < a->batch; ++b) {

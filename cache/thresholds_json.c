@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "cache/cache_internal.h" /* provides: va_read_file */
 #include "cache/thresholds_json.h"
 
 static vecattn_status fail(char *msg, size_t msg_size, vecattn_status st, const char *path, const char *fmt, ...)
@@ -23,23 +24,6 @@ static vecattn_status fail(char *msg, size_t msg_size, vecattn_status st, const 
         va_end(ap);
     }
     return st;
-}
-
-static char *read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (buf = malloc((size_t)n + 1)) != NULL && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-        buf[n] = '\0';
-        *size = (size_t)n;
-    } else {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
 }
 
 /* The "thresholds" matrix after checking format, version and shape; *layers, *heads set. */
@@ -78,7 +62,7 @@ vecattn_status vecattn_load_thresholds(const char *path, int layer, float *thres
     if (msg && msg_size) msg[0] = '\0';
     if (!path) return fail(msg, msg_size, VECATTN_E_MISUSE, path, "no path");
     size_t size = 0;
-    char *text = read_file(path, &size);
+    char *text = va_read_file(path, (size_t)64 << 20, &size);
     if (!text) return fail(msg, msg_size, VECATTN_E_JSON, path, "cannot read the file");
     cJSON *root = cJSON_ParseWithLength(text, size);
     free(text);

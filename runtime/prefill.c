@@ -90,7 +90,7 @@ static int64_t chunk_capacity(const vecattn_prefill_args *a, int begin, int rows
 typedef struct csr_buffers {
     CUdeviceptr counts, offsets, indices;
     int64_t capacity;
-    int splits;  /* > 1: counts and offsets per (row, key piece) */
+    int splits;  /* key pieces per row (>= 1): counts and offsets are per (row, piece) */
 } csr_buffers;
 
 /* Selection of query blocks [qb_begin, qb_begin + qb_count). Modes: SELECT_COUNT (counts and
@@ -108,7 +108,7 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
     sp.offsets = (long long *)buf->offsets;
     sp.indices = (int *)buf->indices;
     sp.indices_capacity = buf->capacity;
-    int splits = buf->splits > 1 ? buf->splits : 1;
+    const int splits = buf->splits;
     sp.key_splits = splits;
     sp.gap = threshold_gap(a->threshold);
     if (a->thresholds) {
@@ -150,7 +150,7 @@ static vecattn_status launch_attention(vecattn_ctx *ctx, const kernels *kn, cons
         ap.counts = (const int *)buf->counts;
         ap.offsets = (const long long *)buf->offsets;
         ap.indices = (const int *)buf->indices;
-        ap.list_stride = buf->splits > 1 ? buf->splits : 1;
+        ap.list_stride = buf->splits;
     }
     ap.scale_log2 = ap.pb.scale * 1.4426950408889634f;
     const va_kernel_spec *s = &kn->attn_spec;
@@ -225,6 +225,7 @@ static vecattn_status reserve_csr(vecattn_ctx *ctx, const vecattn_prefill_args *
     buf->offsets = base + counts_bytes;
     buf->indices = base + counts_bytes + offsets_bytes;
     buf->capacity = capacity;
+    buf->splits = 1;
     return VECATTN_OK;
 }
 
@@ -236,7 +237,7 @@ static int64_t rows_of_block(const vecattn_prefill_args *a, int i) {
 }
 
 /* Query-key pairs that are valid, and those the forced keys attend, per (batch, head). */
-static void pair_counts(const vecattn_prefill_args *a, double *valid, double *forced) {
+void va_pair_counts(const vecattn_prefill_args *a, double *valid, double *forced) {
     int64_t shift = a->seq_k - a->seq_q;
     *valid = 0.0;
     *forced = 0.0;
@@ -255,7 +256,7 @@ static void pair_counts(const vecattn_prefill_args *a, double *valid, double *fo
 /* Attended pairs of the selected keys of one chunk: a selected key serves every row of its block. */
 static vecattn_status chunk_selected_pairs(vecattn_ctx *ctx, const vecattn_prefill_args *a, int begin, int rows,
                                            const csr_buffers *buf, CUstream stream, double *pairs) {
-    size_t splits = buf->splits > 1 ? (size_t)buf->splits : 1;
+    size_t splits = (size_t)buf->splits;
     size_t n = (size_t)a->batch * a->heads_q * rows * splits;  /* per (row, key piece) */
     int32_t *counts = malloc(n * sizeof *counts);
     if (!counts) return va_fail(ctx, VECATTN_E_NOMEM, "out of memory");
@@ -345,7 +346,7 @@ static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_arg
     }
     if (st == VECATTN_OK && a->sparsity_out) {
         double valid, forced;
-        pair_counts(a, &valid, &forced);
+        va_pair_counts(a, &valid, &forced);
         *a->sparsity_out = (float)(1.0 - (forced + selected_pairs / ((double)a->batch * a->heads_q)) / valid);
     }
     va_log(ctx, "prefill: %d chunk%s, %s", chunks, chunks == 1 ? "" : "s", st == VECATTN_OK ? "queued" : "failed");

@@ -97,6 +97,10 @@ vecattn_status va_check_cu(vecattn_ctx *ctx, CUresult r, const char *what);
 vecattn_status va_ctx_enter(vecattn_ctx *ctx);
 void va_ctx_leave(vecattn_ctx *ctx);
 
+/* Query-key pairs of one (batch, head) of the problem: *valid (causal: the visible ones) and
+** *forced, those the spec's forced keys (causal sink and diagonal) attend; for sparsities. */
+void va_pair_counts(const vecattn_prefill_args *a, double *valid, double *forced);
+
 /* Ensure at least `bytes` of device workspace. Growing waits for the device first, since
 ** work queued earlier may still read the old buffer. */
 vecattn_status va_workspace_reserve(vecattn_ctx *ctx, size_t bytes);
