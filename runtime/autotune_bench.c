@@ -97,8 +97,8 @@ static int n_qblocks(const vecattn_prefill_args *a) { return (a->seq_q + a->pq -
 
 /* One run of the stage on the bench's stream, with whatever spec is forced. The selection
 ** runs as vecattn_select does (count, scan, fill into compact lists): its outputs can be
-** compared key by key. Prefill runs the same kernel's fill pass alone, into worst-case
-** slots, so the ranking of selection configs carries over. */
+** compared key by key. Prefill runs the same kernel's fill pass alone, into bit masks,
+** so the ranking of selection configs carries over. */
 static vecattn_status run_once(va_tune_bench *b) {
     vecattn_stream s = (vecattn_stream)b->stream;
     if (b->kind == VA_KERNEL_SELECT) return vecattn_select(b->ctx, &b->a, &b->sel, NULL, s);

@@ -1,11 +1,13 @@
 /*
 ** prefill.c -- the public entry points: selection, sparse attention, and both together.
 **
-** A prefill walks the query blocks in chunks. Per chunk: count pass -> scan -> fill pass of
-** the selection into the context's workspace, then the attention kernel over the chunk's
-** blocks. The index workspace of a chunk is sized for the worst case of that chunk (every
-** candidate kept), which is what lets the whole call run without waiting for the GPU; the
-** default chunking keeps that under VA_INDEX_BUDGET bytes whatever the sequence length.
+** A prefill walks the query blocks in chunks. Per chunk: one pass of the selection writes
+** each query block's decisions as a bit mask (one bit per key) and its count into the
+** workspace, then the attention kernel decodes the masks as it walks the chunk's blocks. A
+** mask holds the worst case (every candidate kept) in 1/32 of the bytes of an index list,
+** which is what lets the whole call run without waiting for the GPU and with few chunks;
+** the default chunking keeps the masks under VA_MASK_BUDGET bytes whatever the length.
+** vecattn_select (compact CSR lists for the caller) runs count -> scan -> fill instead.
 */
 #include <math.h>
 #include <stdlib.h>
@@ -14,8 +16,9 @@
 #include "runtime/runtime.h"
 #include "templates/vecattn_params.h"
 
-/* Default bound of the index workspace when chunk_size is 0. */
-#define VA_INDEX_BUDGET ((int64_t)768 << 20)
+/* Default bound of the mask workspace when chunk_size is 0: at 128K x 32 heads, causal,
+** the masks of all 2048 query blocks take 1 GiB, so this makes two chunks. */
+#define VA_MASK_BUDGET ((int64_t)768 << 20)
 
 /* Most pieces the selection of one chunk cuts the keys into (see key_splits). */
 #define VA_MAX_KEY_SPLITS 16
@@ -48,14 +51,6 @@ static void fill_problem(vecattn_problem *pb, const vecattn_prefill_args *a, int
     pb->scale = softmax_scale(a);
 }
 
-/* Candidate keys of query block i: the most its selection can keep. */
-static int64_t candidates(const vecattn_prefill_args *a, int i) {
-    if (!a->causal) return a->seq_k;
-    int64_t p0 = (int64_t)i * a->pq + (a->seq_k - a->seq_q);
-    int64_t hi = p0 < a->seq_k ? p0 : a->seq_k;
-    return hi > a->pq ? hi - a->pq : 0;
-}
-
 /* ---- kernels of a problem ---------------------------------------------------------------- */
 
 typedef struct kernels {
@@ -83,20 +78,22 @@ static vecattn_status load_kernels(vecattn_ctx *ctx, const vecattn_prefill_args 
     return st;
 }
 
-static int64_t chunk_capacity(const vecattn_prefill_args *a, int begin, int rows);
-
 /* ---- the two stages -------------------------------------------------------------------------- */
 
+/* Where the selection of a chunk goes: CSR lists (counts, offsets, indices) or bit masks
+** (counts, mask). */
 typedef struct csr_buffers {
     CUdeviceptr counts, offsets, indices;
     int64_t capacity;
     int splits;  /* key pieces per row (>= 1): counts and offsets are per (row, piece) */
+    CUdeviceptr mask;
+    int64_t mask_words;  /* per query block */
 } csr_buffers;
 
 /* Selection of query blocks [qb_begin, qb_begin + qb_count). Modes: SELECT_COUNT (counts and
-** offsets only), SELECT_CSR (count, scan, fill: compact lists), SELECT_SLOTS (fill alone, each
-** row's list at the start of its worst-case slot; buf->capacity must cover every slot). */
-enum { SELECT_COUNT, SELECT_CSR, SELECT_SLOTS };
+** offsets only), SELECT_CSR (count, scan, fill: compact lists), SELECT_MASK (fill alone into
+** buf->mask, counts per (row, piece)). */
+enum { SELECT_COUNT, SELECT_CSR, SELECT_MASK };
 
 static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, const vecattn_prefill_args *a,
                                        int qb_begin, int qb_count, const csr_buffers *buf, int mode,
@@ -119,9 +116,9 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
     unsigned gx = (unsigned)((qb_count + s->select_rows - 1) / s->select_rows * splits);
     unsigned threads = (unsigned)va_spec_threads(s);
     size_t smem = va_spec_smem_bytes(s);
-    if (mode == SELECT_SLOTS) {
-        sp.slot_offsets = 1;
-        sp.slot_stride = chunk_capacity(a, qb_begin, qb_count) / ((int64_t)a->batch * a->heads_q);
+    if (mode == SELECT_MASK) {
+        sp.mask = (unsigned *)buf->mask;
+        sp.mask_words = buf->mask_words;
     } else {
         vecattn_status st = va_launch(ctx, kn->count, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads,
                                       smem, stream, &sp, sizeof sp);
@@ -151,6 +148,8 @@ static vecattn_status launch_attention(vecattn_ctx *ctx, const kernels *kn, cons
         ap.offsets = (const long long *)buf->offsets;
         ap.indices = (const int *)buf->indices;
         ap.list_stride = buf->splits;
+        ap.mask = (const unsigned *)buf->mask;
+        ap.mask_words = buf->mask_words;
     }
     ap.scale_log2 = ap.pb.scale * 1.4426950408889634f;
     const va_kernel_spec *s = &kn->attn_spec;
@@ -161,6 +160,27 @@ static vecattn_status launch_attention(vecattn_ctx *ctx, const kernels *kn, cons
 
 /* ---- chunk planning and the workspace ---------------------------------------------------------- */
 
+/* Words of each query block's mask in a chunk of `rows` blocks from `begin`: up to the last
+** candidate of its last block, in whole 128-key groups (the selection writes whole chunks of
+** its key walk, at most 128 keys each). */
+static int64_t chunk_mask_words(const vecattn_prefill_args *a, int begin, int rows) {
+    int64_t hi = a->seq_k;
+    if (a->causal) {
+        int64_t p0 = (int64_t)(begin + rows - 1) * a->pq + (a->seq_k - a->seq_q);
+        hi = p0 < a->seq_k ? p0 : a->seq_k;
+    }
+    return hi > 128 ? (hi + 127) / 128 * 4 : 4; /* never empty: a row's first word is read */
+}
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+/* Bytes of counts | mask for a chunk of `rows` blocks from `begin`. */
+static size_t mask_bytes(const vecattn_prefill_args *a, int begin, int rows, size_t *counts_bytes) {
+    size_t n = (size_t)a->batch * a->heads_q * rows;
+    *counts_bytes = align256(n * VA_MAX_KEY_SPLITS * 4);
+    return *counts_bytes + align256(n * (size_t)chunk_mask_words(a, begin, rows) * 4);
+}
+
 /* Query blocks of the chunk starting at `begin`. */
 static int chunk_rows(const vecattn_prefill_args *a, int begin) {
     int total = n_qblocks(a);
@@ -168,63 +188,40 @@ static int chunk_rows(const vecattn_prefill_args *a, int begin) {
         int rows = a->chunk_size / a->pq;
         return begin + rows < total ? rows : total - begin;
     }
-    int64_t per_head_budget = VA_INDEX_BUDGET / 4 / ((int64_t)a->batch * a->heads_q);
-    int64_t worst = 0;
-    int rows = 0;
-    while (begin + rows < total) {
-        int64_t c = candidates(a, begin + rows);
-        if (rows > 0 && worst + c > per_head_budget) break;
-        worst += c;
-        ++rows;
-    }
+    int rows = 1;
+    size_t cb;
+    while (begin + rows < total && mask_bytes(a, begin, rows + 1, &cb) <= (size_t)VA_MASK_BUDGET) ++rows;
     return rows;
 }
 
-static int64_t chunk_capacity(const vecattn_prefill_args *a, int begin, int rows) {
-    int64_t worst = 0;
-    for (int i = begin; i < begin + rows; ++i) worst += candidates(a, i);
-    return worst * a->batch * a->heads_q;
-}
-
-static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
-
-/* Bytes of counts | offsets | indices for `rows` blocks and `capacity` indices. */
-static size_t csr_bytes(const vecattn_prefill_args *a, int rows, int64_t capacity, size_t *counts_bytes,
-                        size_t *offsets_bytes) {
-    size_t n = (size_t)a->batch * a->heads_q * rows * VA_MAX_KEY_SPLITS;
-    *counts_bytes = align256(n * 4);
-    *offsets_bytes = align256((n + 1) * 8);
-    return *counts_bytes + *offsets_bytes + align256((size_t)capacity * 4 + 4);
-}
-
-/* The largest chunk's CSR bytes: what a prefill of `a` needs. */
+/* The largest chunk's bytes: what a prefill of `a` needs. */
 static size_t sparse_workspace_bytes(const vecattn_prefill_args *a) {
-    size_t most = 0, cb, ob;
+    size_t most = 0, cb;
     for (int begin = 0; begin < n_qblocks(a);) {
         int rows = chunk_rows(a, begin);
-        size_t bytes = csr_bytes(a, rows, chunk_capacity(a, begin, rows), &cb, &ob);
+        size_t bytes = mask_bytes(a, begin, rows, &cb);
         if (bytes > most) most = bytes;
         begin += rows;
     }
     return most;
 }
 
-/* Carve counts | offsets | indices for `rows` blocks and `capacity` indices out of the caller's
-** workspace when there is one (its size was checked on entry), else the context's. */
-static vecattn_status reserve_csr(vecattn_ctx *ctx, const vecattn_prefill_args *a, int rows, int64_t capacity,
-                                  csr_buffers *buf) {
-    size_t counts_bytes, offsets_bytes;
-    size_t total = csr_bytes(a, rows, capacity, &counts_bytes, &offsets_bytes);
+/* Carve counts | mask for a chunk out of the caller's workspace when there is one (its size
+** was checked on entry), else the context's. */
+static vecattn_status reserve_masks(vecattn_ctx *ctx, const vecattn_prefill_args *a, int begin, int rows,
+                                    csr_buffers *buf) {
+    size_t counts_bytes;
+    size_t total = mask_bytes(a, begin, rows, &counts_bytes);
     CUdeviceptr base = (CUdeviceptr)a->workspace;
     if (!base) {
         vecattn_status st = va_workspace_reserve(ctx, total);
         if (st != VECATTN_OK) return st;
         base = ctx->workspace;
     }
+    memset(buf, 0, sizeof *buf);
     buf->counts = base;
-    buf->offsets = base + counts_bytes;
-    buf->indices = base + counts_bytes + offsets_bytes;
-    buf->capacity = capacity;
+    buf->mask = base + counts_bytes;
+    buf->mask_words = chunk_mask_words(a, begin, rows);
     buf->splits = 1;
     return VECATTN_OK;
 }
@@ -289,22 +286,18 @@ static vecattn_status prefill_dense(vecattn_ctx *ctx, const vecattn_prefill_args
 }
 
 /*
-** Key pieces for the selection of a chunk of `rows` query blocks. Long sequences make short
-** chunks (at 128K x 32 heads the index budget holds about 100 of the last query blocks), and
-** with one CTA per group of select_rows pooled rows such a chunk is a few dozen CTAs on a
-** 132-SM GPU, each walking 128K keys: measured, the selection then took 100 ms of a 184 ms
-** prefill. The rule restarts its running max every gk * bk keys, so the keys can be cut into
-** pieces at those boundaries, one CTA each, with the same result: then the selection runs as
-** count, scan, fill (compact lists, adjacent pieces in key order) instead of the one fill
-** pass into worst-case slots, which is only worth it when the chunk is under half a wave.
+** Key pieces for the selection of a chunk of `rows` query blocks. With one CTA per group of
+** select_rows pooled rows, a short chunk is a few dozen CTAs on a 132-SM GPU, each walking up
+** to the whole key range (measured at 128K with index lists, when chunks were short: the
+** selection took 100 ms of a 184 ms prefill). The rule restarts its running max every
+** gk * bk keys, so the keys can be cut into pieces at those boundaries, one CTA each, with
+** the same result; with masks each piece writes its own words and its own count, still in
+** one pass, so a chunk is split until it makes a few waves.
 */
 static int key_splits(const vecattn_ctx *ctx, const vecattn_prefill_args *a, const va_kernel_spec *s, int rows) {
     long long ctas = (long long)((rows + s->select_rows - 1) / s->select_rows) * a->heads_q * a->batch;
-    long long sms = ctx->sm_count > 0 ? ctx->sm_count : 1, want = 2 * sms;
-    /* two passes cost twice the one: split only chunks under half a wave (H100, 16K causal:
-    ** 128 CTAs in one pass 0.9 ms, split into 4x as many in two passes 1.5 ms; 128K: the
-    ** last chunks' 32-64 CTAs, split, cut the selection from 100 to 62 ms) */
-    if (2 * ctas >= sms) return 1;
+    long long sms = ctx->sm_count > 0 ? ctx->sm_count : 1, want = 4 * sms;
+    if (ctas >= want) return 1;
     long long splits = (want + ctas - 1) / ctas;
     long long tile = (long long)a->gk * a->bk > 64 ? (long long)a->gk * a->bk : 64;
     long long tiles = (a->seq_k + tile - 1) / tile; /* more pieces than tiles would be empty */
@@ -334,10 +327,9 @@ static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_arg
     for (int begin = 0; st == VECATTN_OK && begin < n_qblocks(a); ++chunks) {
         int rows = chunk_rows(a, begin);
         csr_buffers buf;
-        st = reserve_csr(ctx, a, rows, chunk_capacity(a, begin, rows), &buf);
+        st = reserve_masks(ctx, a, begin, rows, &buf);
         buf.splits = key_splits(ctx, a, &kn.select_spec, rows);
-        if (st == VECATTN_OK)
-            st = launch_selection(ctx, &kn, a, begin, rows, &buf, buf.splits > 1 ? SELECT_CSR : SELECT_SLOTS, stream);
+        if (st == VECATTN_OK) st = launch_selection(ctx, &kn, a, begin, rows, &buf, SELECT_MASK, stream);
         if (st == VECATTN_OK)
             st = launch_attention(ctx, &kn, a, begin, rows, VECATTN_KEYS_SPEC, NULL, &buf, stream);
         if (st == VECATTN_OK && a->sparsity_out)
@@ -394,8 +386,9 @@ vecattn_status vecattn_select(vecattn_ctx *ctx, const vecattn_prefill_args *a, c
     int rows = n_qblocks(a);
     csr_buffers buf = {0};
     if (st == VECATTN_OK) {
-        buf = (csr_buffers){(CUdeviceptr)sel->counts, (CUdeviceptr)sel->offsets, (CUdeviceptr)sel->indices,
-                            sel->indices ? sel->indices_capacity : 0, 1};
+        buf = (csr_buffers){.counts = (CUdeviceptr)sel->counts, .offsets = (CUdeviceptr)sel->offsets,
+                            .indices = (CUdeviceptr)sel->indices,
+                            .capacity = sel->indices ? sel->indices_capacity : 0, .splits = 1};
         st = launch_selection(ctx, &kn, a, 0, rows, &buf, sel->indices ? SELECT_CSR : SELECT_COUNT, s);
     }
     if (st == VECATTN_OK && total_out) {
@@ -423,8 +416,8 @@ vecattn_status vecattn_sparse_attention(vecattn_ctx *ctx, const vecattn_prefill_
     kernels kn;
     if (st == VECATTN_OK) st = load_kernels(ctx, a, 0, 1, &kn);
     csr_buffers buf = {0};
-    if (sel) buf = (csr_buffers){(CUdeviceptr)sel->counts, (CUdeviceptr)sel->offsets, (CUdeviceptr)sel->indices,
-                                 sel->indices_capacity, 1};
+    if (sel) buf = (csr_buffers){.counts = (CUdeviceptr)sel->counts, .offsets = (CUdeviceptr)sel->offsets,
+                                 .indices = (CUdeviceptr)sel->indices, .capacity = sel->indices_capacity, .splits = 1};
     if (st == VECATTN_OK)
         st = launch_attention(ctx, &kn, a, 0, n_qblocks(a), forced_ranges ? VECATTN_KEYS_RANGES : VECATTN_KEYS_SPEC,
                               forced_ranges, sel ? &buf : NULL, (CUstream)stream);

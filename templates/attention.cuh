@@ -31,27 +31,91 @@ struct AttnShape {
     static constexpr int SMEM = Q_BYTES + 2 * KV_BYTES + POS_BYTES;
 };
 
-// The keys of one query block: two contiguous ranges then a list, as a virtual sequence.
+// The keys of one query block: two contiguous ranges then the selected keys, as a virtual
+// sequence. The selected keys are an index list (random access) or a bit mask (decoded in
+// order by one warp, see MaskCursor).
 struct KeySet {
-    int a0, len0;       // forced range 0: [a0, a0 + len0)
-    int a1, len1;       // forced range 1
-    int count;          // listed keys
-    const int *list;    // the block's index list
+    int a0, len0;           // forced range 0: [a0, a0 + len0)
+    int a1, len1;           // forced range 1
+    int count;              // selected keys
+    const int *list;        // the block's index list, or with word_hi > 0 its bit mask
+    int word_lo, word_hi;   // (as unsigned words): words [word_lo, word_hi) hold its keys
+    __device__ __forceinline__ bool is_mask() const { return word_hi > 0; }
+    __device__ __forceinline__ int forced() const { return len0 + len1; }
     __device__ __forceinline__ int total() const { return len0 + len1 + count; }
     __device__ __forceinline__ int position(int v) const {
         if (v < len0) return a0 + v;
         v -= len0;
         if (v < len1) return a1 + v;
         v -= len1;
-        return v < count ? list[v] : -1;
+        return v < count && !is_mask() ? list[v] : -1;
     }
 };
+
+// Where warp 0 stands in a bit mask: lane l holds word `base + l` of the current window of 32
+// words (bits already handed out are cleared) and, loaded a window ahead so that its latency
+// hides behind the steps in between, word `base + 32 + l`. Only warp 0's copy is used.
+struct MaskCursor {
+    int base;
+    unsigned win, next;
+};
+
+__device__ __forceinline__ unsigned mask_word(const KeySet &ks, int w) {
+    return w < ks.word_hi ? ((const unsigned *)ks.list)[w] : 0u;
+}
+
+__device__ __forceinline__ void mask_start(const KeySet &ks, MaskCursor &cur) {
+    const int lane = threadIdx.x & 31;
+    cur.base = ks.word_lo;
+    cur.win = threadIdx.x < 32 ? mask_word(ks, cur.base + lane) : 0u;
+    cur.next = threadIdx.x < 32 ? mask_word(ks, cur.base + 32 + lane) : 0u;
+}
+
+// Warp 0: the next n selected keys, in key order, into out[0, n), and -1 into out[n, slots)
+// (also past the last key, should the mask run out first). Returns whether any slot got -1.
+// Each window is counted with one popc and a warp scan, then every lane writes its own
+// word's keys at its exclusive prefix.
+__device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, int *out, int n, int slots) {
+    const int lane = threadIdx.x & 31;
+    int filled = 0;
+    while (filled < n) {
+        int cnt = __popc(cur.win), incl = cnt;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int y = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += y;
+        }
+        const int total = __shfl_sync(0xffffffffu, incl, 31), room = n - filled;
+        int take = min(max(room - (incl - cnt), 0), cnt);
+        int at = filled + incl - cnt;
+        unsigned w = cur.win;
+        for (; take > 0; --take, ++at) {
+            out[at] = (cur.base + lane) * 32 + __ffs(w) - 1;
+            w &= w - 1u;
+        }
+        cur.win = w;
+        if (total > room) {  // the window still holds keys for the next step
+            filled = n;
+            break;
+        }
+        filled += total;
+        if (cur.base + 32 >= ks.word_hi) {  // the mask is used up
+            cur.base = ks.word_hi;
+            break;
+        }
+        cur.base += 32;
+        cur.win = cur.next;
+        cur.next = mask_word(ks, cur.base + 32 + lane);
+    }
+    for (int t = filled + lane; t < slots; t += 32) out[t] = -1;
+    return filled < slots;
+}
 
 template <int PQ, bool CAUSAL>
 __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b, int h, int i,
                                              int last_pos) {
     const vecattn_problem &pb = p.pb;
-    KeySet ks = {0, 0, 0, 0, 0, nullptr};
+    KeySet ks = {0, 0, 0, 0, 0, nullptr, 0, 0};
     const int p0 = i * PQ + (pb.seq_k - pb.seq_q);
     const int rows = min(PQ, pb.seq_q - i * PQ);
     if (p.key_mode == VECATTN_KEYS_DENSE) {
@@ -69,7 +133,14 @@ __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b
         ks.a1 = p0;                                 // the diagonal block, up to the last row
         ks.len1 = min(p0 + rows, last_pos + 1) - p0;
     }
-    if (p.counts) {
+    if (p.mask) {  // bit masks: the counts of the row's key pieces add up
+        long long row = (long long)(b * pb.heads_q + h) * pb.qblock_count + (i - pb.qblock_begin);
+        const int stride = p.list_stride > 1 ? p.list_stride : 1;
+        for (int piece = 0; piece < stride; ++piece) ks.count += p.counts[row * stride + piece];
+        ks.list = (const int *)(p.mask + row * p.mask_words);
+        ks.word_lo = (CAUSAL ? PQ : 0) / 32;
+        ks.word_hi = max(((CAUSAL ? min(p0, pb.seq_k) : pb.seq_k) + 31) / 32, 1);  // > 0: a mask
+    } else if (p.counts) {
         long long row = (long long)(b * pb.heads_q + h) * pb.qblock_count + (i - pb.qblock_begin);
         if (p.list_stride > 1) {  // pieces of a split selection, adjacent in key order
             long long first = p.offsets[row * p.list_stride], end = p.offsets[(row + 1) * p.list_stride];
@@ -84,14 +155,22 @@ __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b
 }
 
 // Positions of one step; returns whether this thread saw a position that needs the mask
-// (past the end of the key set, or possibly after a row's causal limit `first_pos`).
+// (past the end of the key set, or possibly after a row's causal limit `first_pos`). With a
+// bit mask, warp 0 decodes the slots after the forced keys (selected keys are candidates,
+// all before the block's first row, so only the -1 padding needs the mask).
 template <int BN, int THREADS, bool CAUSAL>
-__device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *pos, int first_pos) {
+__device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *pos, int first_pos,
+                                              MaskCursor &cur) {
     int need_mask = 0;
-    for (int n = threadIdx.x; n < BN; n += THREADS) {
+    const int direct = ks.is_mask() ? min(max(ks.forced() - step * BN, 0), BN) : BN;
+    for (int n = threadIdx.x; n < direct; n += THREADS) {
         int kp = ks.position(step * BN + n);
         pos[n] = kp;
         need_mask |= kp < 0 || (CAUSAL && kp > first_pos);
+    }
+    if (direct < BN && threadIdx.x < 32) {  // never more keys than counted, whatever the words hold
+        const int handed_out = max(step * BN - ks.forced(), 0);
+        need_mask |= mask_decode(ks, cur, pos + direct, min(BN - direct, ks.count - handed_out), BN - direct);
     }
     return need_mask;
 }
@@ -274,9 +353,11 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     const unsigned q_base = smem_addr(q_tile);
 
     load_q_tile<D, BM, S::THREADS>(q, pb.q_stride_s, t0, t_end, q_base);
+    MaskCursor cursor;
+    mask_start(keys, cursor);
     int need_mask = 0;
     if (steps > 0) {
-        need_mask = __syncthreads_or(fill_positions<BN, S::THREADS, CAUSAL>(keys, 0, positions, first_pos));
+        need_mask = __syncthreads_or(fill_positions<BN, S::THREADS, CAUSAL>(keys, 0, positions, first_pos, cursor));
         gather_rows<D, BN, S::THREADS>(k, k_stride, positions, smem_addr(k_tile));
     }
     cp_async_wait<0>();
@@ -310,7 +391,7 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
         gather_rows<D, BN, S::THREADS>(v, v_stride, pos, smem_addr(v_tile));
         int next_mask = 0;
         if (step + 1 < steps)
-            next_mask = fill_positions<BN, S::THREADS, CAUSAL>(keys, step + 1, pos_next, first_pos);
+            next_mask = fill_positions<BN, S::THREADS, CAUSAL>(keys, step + 1, pos_next, first_pos, cursor);
 
         // S = Q K^T for this warp's WM atoms x BN keys
         float s[WM][NT][4];

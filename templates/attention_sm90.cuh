@@ -112,9 +112,11 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
     const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
 
     load_q_tile<D, BM, THREADS, true>(q, pb.q_stride_s, t0, t_end, q_base);
+    MaskCursor cursor;
+    mask_start(keys, cursor);
     int need_mask = 0;
     if (steps > 0) {
-        need_mask = __syncthreads_or(fill_positions<BN, THREADS, CAUSAL>(keys, 0, positions, first_pos));
+        need_mask = __syncthreads_or(fill_positions<BN, THREADS, CAUSAL>(keys, 0, positions, first_pos, cursor));
         gather_rows<D, BN, THREADS, true>(k, k_stride, positions, k_base);
     }
 
@@ -131,8 +133,11 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
         fence_proxy_async();
         __syncthreads();  // Q and K(step) landed and are visible to wgmma; P V(step - 1) is done
         gather_rows<D, BN, THREADS, true>(v, v_stride, pos, v_base);
+        // the next step's positions (a mask decode is warp 0's); done here rather than while
+        // S is in flight, where the live S registers would make ptxas spill
         int next_mask = 0;
-        if (step + 1 < steps) next_mask = fill_positions<BN, THREADS, CAUSAL>(keys, step + 1, pos_next, first_pos);
+        if (step + 1 < steps)
+            next_mask = fill_positions<BN, THREADS, CAUSAL>(keys, step + 1, pos_next, first_pos, cursor);
 
         // S = Q K^T: D/16 steps of k; within a 128-byte slab a step advances the start by 32 bytes
         float s[NT][4];

@@ -13,8 +13,9 @@
 // ROWS is, and max/compare are exact, so the selection does not depend on the tiles.
 // CSR output (vecattn_select): the count pass writes per-row counts; scan_body turns them
 // into offsets; the fill pass recomputes the same decisions and writes the indices at those
-// offsets. Inside a prefill (slot_offsets) the fill pass runs alone and puts each row's list
-// at the start of its worst-case slot, which needs no count pass: half the work.
+// offsets. Inside a prefill the fill pass runs alone and writes each row's decisions as a bit
+// mask (one bit per key, 1/32 of a worst-case index list, so one chunk holds 32x more query
+// blocks) plus its count; the attention kernel decodes the mask (attention.cuh).
 #pragma once
 
 #ifndef VECATTN_GENERATED
@@ -96,30 +97,12 @@ __device__ __forceinline__ void score_chunk(const unsigned (&qf)[D / 16][4], uns
     }
 }
 
-// Candidates of query block i: the most its selection can keep.
-template <int PQ, bool CAUSAL>
-__device__ __forceinline__ long long block_candidates(const vecattn_problem &pb, int i) {
-    if (!CAUSAL) return pb.seq_k;
-    int hi = min(i * PQ + (pb.seq_k - pb.seq_q), pb.seq_k);
-    return hi > PQ ? hi - PQ : 0;
-}
-
-// Start of row `row`'s worst-case slot (slot_offsets mode); every lane of the warp gets it.
-template <int PQ, bool CAUSAL>
-__device__ __forceinline__ long long slot_offset(const vecattn_select_params &p, int b, int h, int row) {
-    const vecattn_problem &pb = p.pb;
-    long long before = 0;
-    for (int r = threadIdx.x & 31; r < row; r += 32) before += block_candidates<PQ, CAUSAL>(pb, pb.qblock_begin + r);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) before += __shfl_xor_sync(0xffffffffu, before, o);
-    return (long long)(b * pb.heads_q + h) * p.slot_stride + before;
-}
-
 // The rule state of the two rows (g, g + 8) a lane shares with its quad.
 struct RowState {
     float m[2];        // running max of the current tile
     int count[2];      // keys kept so far
-    long long out[2];  // where the row's list starts (fill pass)
+    long long out[2];  // where the row's list starts (fill pass); mask mode: its first word,
+                       // -1 for rows past the chunk
     int lo[2], hi[2];  // candidate keys [lo, hi)
 };
 
@@ -129,6 +112,7 @@ __device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, fl
                                              RowState &st, const vecattn_select_params &p) {
     constexpr int NT = KC / 8, ST = BK / 8, TILE = GK * BK;
     const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    unsigned word[2] = {0u, 0u};  // mask mode: the row's 32 keys being gathered (c0 % 32 == 0)
 #pragma unroll
     for (int s0 = 0; s0 < NT; s0 += ST) {
         const int slice_key = c0 + s0 * 8;
@@ -166,11 +150,19 @@ __device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, fl
                     unsigned bits = 0;
 #pragma unroll
                     for (int q = 0; q < 4; ++q) bits |= ((b0 >> q) & 1u) << (2 * q) | ((b1 >> q) & 1u) << (2 * q + 1);
-                    int before = st.count[r] + __popc(bits & ((1u << (2 * c)) - 1u));
-                    long long room = p.indices_capacity - st.out[r];
-                    int key = c0 + j * 8 + 2 * c;
-                    if (k0 && before < room) p.indices[st.out[r] + before] = key;
-                    if (k1 && before + k0 < room) p.indices[st.out[r] + before + k0] = key + 1;
+                    if (p.mask) {  // n8 tile j is byte j % 4 of word (c0 + 8 j) / 32
+                        word[r] |= bits << (8 * (j & 3));
+                        if ((j & 3) == 3) {
+                            if (c == 0 && st.out[r] >= 0) p.mask[st.out[r] + (c0 >> 5) + (j >> 2)] = word[r];
+                            word[r] = 0u;
+                        }
+                    } else {
+                        int before = st.count[r] + __popc(bits & ((1u << (2 * c)) - 1u));
+                        long long room = p.indices_capacity - st.out[r];
+                        int key = c0 + j * 8 + 2 * c;
+                        if (k0 && before < room) p.indices[st.out[r] + before] = key;
+                        if (k1 && before + k0 < room) p.indices[st.out[r] + before + k0] = key + 1;
+                    }
                     st.count[r] += __popc(bits);
                 } else {
                     st.count[r] += k0 + k1;  // per lane; the quad's sum is taken at the end
@@ -242,13 +234,17 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
         st.hi[r] = row >= nrows ? lo : min(row_hi, hi);
         st.out[r] = 0;
     }
-    if (FILL) {  // where the lists of this warp's rows start; each lane keeps its two
+    if (FILL && p.mask) {  // each row's words; pieces write disjoint words of the same row
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            int row = warp * 16 + g + r * 8;
+            st.out[r] = row < nrows ? (row_base + row) * p.mask_words : -1;
+        }
+    } else if (FILL) {  // where the lists of this warp's rows start; each lane keeps its two
         for (int rr = 0; rr < 16; ++rr) {
             int wrow = warp * 16 + rr;
             if (wrow >= nrows) break;  // uniform across the warp
-            long long off = p.slot_offsets ? slot_offset<PQ, CAUSAL>(p, b, h, row0 + wrow)
-                                           : p.offsets[(row_base + wrow) * splits + piece];
-            if (p.slot_offsets && lane == 0) p.offsets[row_base + wrow] = off;
+            long long off = p.offsets[(row_base + wrow) * splits + piece];
             if (rr == g) st.out[0] = off;
             if (rr == g + 8) st.out[1] = off;
         }

@@ -34,16 +34,17 @@ typedef struct vecattn_select_params {
     vecattn_problem pb;
     int *counts;            /* [B, Hq, chunk rows] */
     long long *offsets;     /* [B * Hq * chunk rows + 1]: read by the fill pass after the
-                               count pass and the scan; written by it with slot_offsets */
-    int slot_offsets;       /* 1: no count pass; row r's list starts at its worst-case slot
-                               (b * Hq + h) * slot_stride + sum of candidates(i') over the
-                               chunk's earlier blocks i', and the fill pass writes offsets[r] */
-    long long slot_stride;  /* candidates of all the chunk's blocks, per (batch, head) */
+                               count pass and the scan */
     int key_splits;         /* > 1: each row group's candidate keys are cut into this many
                                tile-aligned pieces, one CTA each (blockIdx.x = group * splits +
                                piece); counts and offsets are then per (row, piece), row-major */
     int *indices;           /* kept key positions, CSR by row */
     long long indices_capacity;
+    unsigned *mask;         /* non-null: the fill pass writes a bit mask instead of indices
+                               (inside a prefill): bit k % 32 of word k / 32 of row r's
+                               mask_words words at mask + r * mask_words is key k; with
+                               key_splits, each piece writes its own words and its count */
+    long long mask_words;
     float gap;              /* -ln(threshold) when gaps_per_head == 0 */
     int gaps_per_head;
     float gaps[VECATTN_MAX_HEADS_WITH_THRESHOLDS];
@@ -74,6 +75,10 @@ typedef struct vecattn_attn_params {
                                with key_splits = list_stride; row r's list is
                                [offsets[r * stride], offsets[(r + 1) * stride]) */
     const int *indices;
+    const unsigned *mask;   /* non-null: the selected keys are bit masks as the selection
+                               writes them (see vecattn_select_params.mask), counts per
+                               (row, piece) as above; offsets and indices are unused */
+    long long mask_words;
     float scale_log2;       /* scale * log2(e) */
 } vecattn_attn_params;
 

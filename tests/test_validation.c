@@ -254,24 +254,28 @@ static void test_status_strings(void)
           vecattn_version());
 }
 
-/* vecattn_prefill_workspace_size by hand: S 256, Pq 64, 4 heads. Causal candidates per head
-** are 0, 0, 64, 128 keys for blocks 0..3; counts and offsets have room for 16 key pieces per
-** row; each of counts | offsets | indices is rounded up to 256 bytes, and the index part has
-** 4 bytes of slack. */
+/* vecattn_prefill_workspace_size by hand: S 256, Pq 64, 4 heads. Counts have room for 16 key
+** pieces per query block; each block's mask covers its chunk's last candidate in whole
+** 128-key groups (4 words); counts and masks are each rounded up to 256 bytes. */
 static void test_workspace_size(void)
 {
     vecattn_prefill_args a;
     valid_args(&a);
     size_t bytes = 1;
     CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK, "workspace size (causal)");
-    /* counts 16*16*4 -> 1024, offsets (256+1)*8 -> 2304, indices (4*192)*4+4 -> 3328 */
-    CHECK(bytes == 1024 + 2304 + 3328, "causal workspace %zu, want 6656", bytes);
-    a.causal = 0;
-    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 1024 + 2304 + 16640,
-          "non-causal workspace %zu, want 19968", bytes);
-    a.causal = 1, a.chunk_size = 64; /* largest chunk: block 3 alone, 4*128 indices */
-    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 256 + 768 + 2304,
-          "one-block chunks: workspace %zu, want 3328", bytes);
+    /* one chunk: counts 16*16*4 -> 1024; masks: block 3's candidates end at key 192 -> 8 words,
+    ** 16 blocks * 8 * 4 -> 512 */
+    CHECK(bytes == 1024 + 512, "causal workspace %zu, want 1536", bytes);
+    a.causal = 0; /* 256 keys: 8 words as well */
+    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 1024 + 512,
+          "non-causal workspace %zu, want 1536", bytes);
+    a.causal = 1, a.chunk_size = 64; /* largest chunk: one block, counts 4*16*4, masks 4*8*4 */
+    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 256 + 256,
+          "one-block chunks: workspace %zu, want 512", bytes);
+    a.seq_q = a.seq_k = 131072, a.heads_q = a.heads_kv = 32, a.chunk_size = 0;
+    vecattn_set_contiguous_bhsd(&a);
+    CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes <= ((size_t)1 << 30),
+          "128K x 32 heads: workspace %zu, want at most 1 GiB", bytes);
     a.dense = 1;
     CHECK(vecattn_prefill_workspace_size(&a, &bytes) == VECATTN_OK && bytes == 0, "dense: %zu", bytes);
     a.dense = 0, a.head_dim = 96;
