@@ -159,12 +159,15 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
     const char *causal = s->causal ? "true" : "false";
     sb_printf(sb, "#line 1 \"%s entry points\"\n", s->kind == VA_KERNEL_SELECT ? "select" : "attention");
     if (s->kind == VA_KERNEL_SELECT) {
-        for (int fill = 0; fill < 2; ++fill)
+        static const char *const modes[][2] = {{"select_count", "vecattn::SELECT_COUNT"},
+                                               {"select_fill", "vecattn::SELECT_LISTS"},
+                                               {"select_mask", "vecattn::SELECT_MASK"}};
+        for (int m = 0; m < 3; ++m)
             sb_printf(sb,
                       "extern \"C\" __global__ void __launch_bounds__(%d) %s(const vecattn_select_params p) {\n"
                       "    vecattn::select_body<%d, %d, %d, %d, %s, %s, %d, %s>(p);\n}\n",
-                      va_spec_threads(s), fill ? "select_fill" : "select_count", s->head_dim, s->pq,
-                      s->bk, s->gk, causal, bf16, s->select_rows, fill ? "true" : "false");
+                      va_spec_threads(s), modes[m][0], s->head_dim, s->pq, s->bk, s->gk, causal, bf16,
+                      s->select_rows, modes[m][1]);
         sb_printf(sb,
                   "extern \"C\" __global__ void __launch_bounds__(vecattn::kScanThreads) "
                   "scan(const vecattn_scan_params p) {\n    vecattn::scan_body(p);\n}\n");

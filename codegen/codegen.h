@@ -16,7 +16,7 @@
 #include "vecattn.h"
 
 typedef enum va_kernel_kind {
-    VA_KERNEL_SELECT = 0,     /* entry points: select_count, select_fill, scan */
+    VA_KERNEL_SELECT = 0,     /* entry points: select_count, select_fill, select_mask, scan */
     VA_KERNEL_ATTENTION = 1   /* entry point: attention */
 } va_kernel_kind;
 

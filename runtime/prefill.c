@@ -55,7 +55,7 @@ static void fill_problem(vecattn_problem *pb, const vecattn_prefill_args *a, int
 
 typedef struct kernels {
     va_kernel_spec select_spec, attn_spec;
-    CUfunction count, fill, scan, attention;
+    CUfunction count, fill, mask, scan, attention;
 } kernels;
 
 static vecattn_status load_kernels(vecattn_ctx *ctx, const vecattn_prefill_args *a, int need_select,
@@ -67,6 +67,7 @@ static vecattn_status load_kernels(vecattn_ctx *ctx, const vecattn_prefill_args 
         if ((st = va_module_get(ctx, &kn->select_spec, &mod))) return st;
         if ((st = va_module_function(ctx, mod, "select_count", &kn->count))) return st;
         if ((st = va_module_function(ctx, mod, "select_fill", &kn->fill))) return st;
+        if ((st = va_module_function(ctx, mod, "select_mask", &kn->mask))) return st;
         if ((st = va_module_function(ctx, mod, "scan", &kn->scan))) return st;
     }
     if (need_attention) {
@@ -128,7 +129,7 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
         if ((st = va_launch(ctx, kn->scan, 1, 1, 1, 1024, 0, stream, &scan, sizeof scan))) return st;
         if (mode == SELECT_COUNT) return VECATTN_OK;
     }
-    return va_launch(ctx, kn->fill, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
+    return va_launch(ctx, mode == SELECT_MASK ? kn->mask : kn->fill, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
                      sizeof sp);
 }
 

@@ -127,7 +127,7 @@ vecattn_status va_module_get(vecattn_ctx *ctx, const va_kernel_spec *spec, va_mo
 vecattn_status va_module_cubin(vecattn_ctx *ctx, const va_kernel_spec *spec, const va_generated *gen,
                                void **cubin, size_t *size, int *from_cache);
 
-/* An entry point of a loaded module ("select_count", "select_fill", "scan", "attention"). */
+/* An entry point of a loaded module ("select_count", "select_fill", "select_mask", "scan", "attention"). */
 vecattn_status va_module_function(vecattn_ctx *ctx, va_module *mod, const char *entry,
                                   CUfunction *out);
 

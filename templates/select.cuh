@@ -13,9 +13,10 @@
 // ROWS is, and max/compare are exact, so the selection does not depend on the tiles.
 // CSR output (vecattn_select): the count pass writes per-row counts; scan_body turns them
 // into offsets; the fill pass recomputes the same decisions and writes the indices at those
-// offsets. Inside a prefill the fill pass runs alone and writes each row's decisions as a bit
+// offsets. Inside a prefill the mask pass runs alone and writes each row's decisions as a bit
 // mask (one bit per key, 1/32 of a worst-case index list, so one chunk holds 32x more query
-// blocks) plus its count; the attention kernel decodes the mask (attention.cuh).
+// blocks) plus its count; the attention kernel decodes the mask (attention.cuh). A mask word
+// needs no prefix over the row's earlier keys, so it is cheaper to make than list entries.
 #pragma once
 
 #ifndef VECATTN_GENERATED
@@ -106,13 +107,19 @@ struct RowState {
     int lo[2], hi[2];  // candidate keys [lo, hi)
 };
 
-// Apply the MinP-gap rule to one chunk's scores, slice by slice in key order.
-template <int KC, int BK, int GK, bool FILL>
-__device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, float gap, int &tile,
+// What the selection writes: counts only (the count pass of vecattn_select), index lists at
+// the scanned offsets (its fill pass), or bit masks and counts (inside a prefill).
+enum { SELECT_COUNT = 0, SELECT_LISTS = 1, SELECT_MASK = 2 };
+
+// Apply the MinP-gap rule to one chunk's scores, slice by slice in key order. `edge`
+// (uniform across the warp): some key of the chunk is not a candidate of some row of the
+// warp; interior chunks skip the candidate test.
+template <int KC, int BK, int GK, int MODE>
+__device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, bool edge, float gap, int &tile,
                                              RowState &st, const vecattn_select_params &p) {
     constexpr int NT = KC / 8, ST = BK / 8, TILE = GK * BK;
     const int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-    unsigned word[2] = {0u, 0u};  // mask mode: the row's 32 keys being gathered (c0 % 32 == 0)
+    unsigned word[2] = {0u, 0u};  // mask mode: this lane's keys of the row's current 32 (c0 % 32 == 0)
 #pragma unroll
     for (int s0 = 0; s0 < NT; s0 += ST) {
         const int slice_key = c0 + s0 * 8;
@@ -129,7 +136,7 @@ __device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, fl
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     int key = c0 + j * 8 + 2 * c + e;
-                    if (key < st.lo[r] || key >= st.hi[r]) acc[j][2 * r + e] = -VA_INF;
+                    if (edge && (key < st.lo[r] || key >= st.hi[r])) acc[j][2 * r + e] = -VA_INF;
                     smax = fmaxf(smax, acc[j][2 * r + e]);
                 }
             }
@@ -141,28 +148,32 @@ __device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, fl
         for (int j = s0; j < s0 + ST; ++j) {
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                bool k0 = acc[j][2 * r] != -VA_INF && acc[j][2 * r] + gap >= st.m[r];
-                bool k1 = acc[j][2 * r + 1] != -VA_INF && acc[j][2 * r + 1] + gap >= st.m[r];
-                if (FILL) {
+                // a masked key is -inf, which never passes (m is finite once a slice had a candidate)
+                bool k0 = acc[j][2 * r] + gap >= st.m[r] && (!edge || acc[j][2 * r] != -VA_INF);
+                bool k1 = acc[j][2 * r + 1] + gap >= st.m[r] && (!edge || acc[j][2 * r + 1] != -VA_INF);
+                if (MODE == SELECT_MASK) {
+                    // key 8 j + 2 c + e is bit 8 (j % 4) + 2 c + e of its word; the quad's lanes
+                    // hold disjoint bits, merged with two shuffles once the word is complete
+                    word[r] |= (unsigned)k0 << (8 * (j & 3) + 2 * c) | (unsigned)k1 << (8 * (j & 3) + 2 * c + 1);
+                    if ((j & 3) == 3) {
+                        unsigned w = word[r] | __shfl_xor_sync(0xffffffffu, word[r], 1);
+                        w |= __shfl_xor_sync(0xffffffffu, w, 2);
+                        if (c == 0 && st.out[r] >= 0) p.mask[st.out[r] + (c0 >> 5) + (j >> 2)] = w;
+                        st.count[r] += __popc(w);
+                        word[r] = 0u;
+                    }
+                } else if (MODE == SELECT_LISTS) {
                     // the quad's 8 keys of this n8 tile, bit 2 c' + e for lane c', in key order
                     unsigned b0 = __ballot_sync(0xffffffffu, k0) >> (g * 4) & 0xFu;
                     unsigned b1 = __ballot_sync(0xffffffffu, k1) >> (g * 4) & 0xFu;
                     unsigned bits = 0;
 #pragma unroll
                     for (int q = 0; q < 4; ++q) bits |= ((b0 >> q) & 1u) << (2 * q) | ((b1 >> q) & 1u) << (2 * q + 1);
-                    if (p.mask) {  // n8 tile j is byte j % 4 of word (c0 + 8 j) / 32
-                        word[r] |= bits << (8 * (j & 3));
-                        if ((j & 3) == 3) {
-                            if (c == 0 && st.out[r] >= 0) p.mask[st.out[r] + (c0 >> 5) + (j >> 2)] = word[r];
-                            word[r] = 0u;
-                        }
-                    } else {
-                        int before = st.count[r] + __popc(bits & ((1u << (2 * c)) - 1u));
-                        long long room = p.indices_capacity - st.out[r];
-                        int key = c0 + j * 8 + 2 * c;
-                        if (k0 && before < room) p.indices[st.out[r] + before] = key;
-                        if (k1 && before + k0 < room) p.indices[st.out[r] + before + k0] = key + 1;
-                    }
+                    int before = st.count[r] + __popc(bits & ((1u << (2 * c)) - 1u));
+                    long long room = p.indices_capacity - st.out[r];
+                    int key = c0 + j * 8 + 2 * c;
+                    if (k0 && before < room) p.indices[st.out[r] + before] = key;
+                    if (k1 && before + k0 < room) p.indices[st.out[r] + before + k0] = key + 1;
                     st.count[r] += __popc(bits);
                 } else {
                     st.count[r] += k0 + k1;  // per lane; the quad's sum is taken at the end
@@ -172,7 +183,7 @@ __device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, fl
     }
 }
 
-template <int D, int PQ, int BK, int GK, bool CAUSAL, bool BF16, int ROWS, bool FILL>
+template <int D, int PQ, int BK, int GK, bool CAUSAL, bool BF16, int ROWS, int MODE>
 __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     using S = SelectShape<D, BK, ROWS>;
     static_assert(ROWS == 16 || ROWS == 32 || ROWS == 64, "16, 32 or 64 pooled rows per CTA");
@@ -234,13 +245,13 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
         st.hi[r] = row >= nrows ? lo : min(row_hi, hi);
         st.out[r] = 0;
     }
-    if (FILL && p.mask) {  // each row's words; pieces write disjoint words of the same row
+    if (MODE == SELECT_MASK) {  // each row's words; pieces write disjoint words of the same row
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             int row = warp * 16 + g + r * 8;
             st.out[r] = row < nrows ? (row_base + row) * p.mask_words : -1;
         }
-    } else if (FILL) {  // where the lists of this warp's rows start; each lane keeps its two
+    } else if (MODE == SELECT_LISTS) {  // where the lists of this warp's rows start; each lane keeps its two
         for (int rr = 0; rr < 16; ++rr) {
             int wrow = warp * 16 + rr;
             if (wrow >= nrows) break;  // uniform across the warp
@@ -249,6 +260,11 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
             if (rr == g + 8) st.out[1] = off;
         }
     }
+
+    // keys every row of the warp may select: [lo, warp_hi); chunks inside skip the candidate test
+    int warp_hi = min(st.hi[0], st.hi[1]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) warp_hi = min(warp_hi, __shfl_xor_sync(0xffffffffu, warp_hi, o));
 
     int tile = -1;
     for (int ci = 0; ci < chunks; ++ci) {
@@ -264,9 +280,10 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
         float acc[S::NT][4];
         score_chunk<D, S::KC, BF16>(qf, smem_addr(k_bufs + (ci & 1) * S::K_BYTES), acc);
         __syncthreads();  // every warp read chunk ci: its buffer may be refilled
-        select_chunk<S::KC, BK, GK, FILL>(acc, c0, gap, tile, st, p);
+        const bool edge = c0 < lo || c0 + S::KC > warp_hi;
+        select_chunk<S::KC, BK, GK, MODE>(acc, c0, edge, gap, tile, st, p);
     }
-    if (!FILL) {
+    if (MODE == SELECT_COUNT) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             st.count[r] += __shfl_xor_sync(0xffffffffu, st.count[r], 1);
