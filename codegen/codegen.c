@@ -163,10 +163,12 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
                                                {"select_fill", "vecattn::SELECT_LISTS"},
                                                {"select_mask", "vecattn::SELECT_MASK"}};
         for (int m = 0; m < 3; ++m)
+            /* at most 128 registers: 2048 threads' worth of registers per SM is 4 CTAs of 128,
+            ** and above that the fill pass lost a CTA per SM (H200: 32K 2.9 -> 3.4 ms) */
             sb_printf(sb,
-                      "extern \"C\" __global__ void __launch_bounds__(%d) %s(const vecattn_select_params p) {\n"
+                      "extern \"C\" __global__ void __launch_bounds__(%d, %d) %s(const vecattn_select_params p) {\n"
                       "    vecattn::select_body<%d, %d, %d, %d, %s, %s, %d, %s>(p);\n}\n",
-                      va_spec_threads(s), modes[m][0], s->head_dim, s->pq, s->bk, s->gk, causal, bf16,
+                      va_spec_threads(s), 512 / va_spec_threads(s), modes[m][0], s->head_dim, s->pq, s->bk, s->gk, causal, bf16,
                       s->select_rows, modes[m][1]);
         sb_printf(sb,
                   "extern \"C\" __global__ void __launch_bounds__(vecattn::kScanThreads) "

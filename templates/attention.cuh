@@ -19,6 +19,10 @@
 
 namespace vecattn {
 
+// Shared memory of the bit-mask cursor (MaskCursor), after the position lists; codegen/spec.c
+// counts it in every attention kernel's shared memory.
+constexpr int kMaskCursorBytes = 272;
+
 template <int D, int BM, int BN, int WARPS_>
 struct AttnShape {
     static constexpr int WARPS = WARPS_;
@@ -28,7 +32,7 @@ struct AttnShape {
     static constexpr int Q_BYTES = BM * D * 2;
     static constexpr int KV_BYTES = BN * D * 2;
     static constexpr int POS_BYTES = 2 * BN * 4;
-    static constexpr int SMEM = Q_BYTES + 2 * KV_BYTES + POS_BYTES;
+    static constexpr int SMEM = Q_BYTES + 2 * KV_BYTES + POS_BYTES + kMaskCursorBytes;
 };
 
 // The keys of one query block: two contiguous ranges then the selected keys, as a virtual
@@ -52,34 +56,51 @@ struct KeySet {
     }
 };
 
-// Where warp 0 stands in a bit mask: lane l holds word `base + l` of the current window of 32
-// words (bits already handed out are cleared) and, loaded a window ahead so that its latency
-// hides behind the steps in between, word `base + 32 + l`. Only warp 0's copy is used.
+// Where warp 0 stands in a bit mask, kept in shared memory so that it costs no registers
+// across the key walk: lane l's word `base + l` of the current window of 32 words (bits
+// already handed out are cleared) and word `base + 32 + l`, prefetched by cp.async a window
+// ahead so that its latency hides behind the steps in between.
 struct MaskCursor {
     int base;
-    unsigned win, next;
+    unsigned win[32], next[32];
 };
+static_assert(sizeof(MaskCursor) <= kMaskCursorBytes, "the cursor's shared-memory slot");
 
-__device__ __forceinline__ unsigned mask_word(const KeySet &ks, int w) {
-    return w < ks.word_hi ? ((const unsigned *)ks.list)[w] : 0u;
+__device__ __forceinline__ void cp_async_4(unsigned dst, const void *src, bool valid) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
 }
 
+// Warp 0: prefetch window word `w` of lane `lane` into cur.next.
+__device__ __forceinline__ void mask_prefetch(const KeySet &ks, MaskCursor &cur, int w, int lane) {
+    const unsigned *words = (const unsigned *)ks.list;
+    cp_async_4(smem_addr(&cur.next[lane]), words + (w < ks.word_hi ? w : 0), w < ks.word_hi);
+    cp_async_commit();
+}
+
+// Warp 0 (a no-op for the others and without a mask).
 __device__ __forceinline__ void mask_start(const KeySet &ks, MaskCursor &cur) {
     const int lane = threadIdx.x & 31;
-    cur.base = ks.word_lo;
-    cur.win = threadIdx.x < 32 ? mask_word(ks, cur.base + lane) : 0u;
-    cur.next = threadIdx.x < 32 ? mask_word(ks, cur.base + 32 + lane) : 0u;
+    if (threadIdx.x >= 32 || !ks.is_mask()) return;
+    const unsigned *words = (const unsigned *)ks.list;
+    int w = ks.word_lo + lane;
+    cur.win[lane] = w < ks.word_hi ? words[w] : 0u;
+    if (lane == 0) cur.base = ks.word_lo;
+    mask_prefetch(ks, cur, w + 32, lane);
+    __syncwarp();
 }
 
 // Warp 0: the next n selected keys, in key order, into out[0, n), and -1 into out[n, slots)
 // (also past the last key, should the mask run out first). Returns whether any slot got -1.
 // Each window is counted with one popc and a warp scan, then every lane writes its own
-// word's keys at its exclusive prefix.
+// word's keys at its exclusive prefix. The prefetched window landed at the step's
+// cp.async wait, unless this call already used it.
 __device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, int *out, int n, int slots) {
     const int lane = threadIdx.x & 31;
-    int filled = 0;
+    int filled = 0, base = cur.base;
+    unsigned win = cur.win[lane];
+    bool next_landed = true;
     while (filled < n) {
-        int cnt = __popc(cur.win), incl = cnt;
+        int cnt = __popc(win), incl = cnt;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
             int y = __shfl_up_sync(0xffffffffu, incl, o);
@@ -88,25 +109,28 @@ __device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, in
         const int total = __shfl_sync(0xffffffffu, incl, 31), room = n - filled;
         int take = min(max(room - (incl - cnt), 0), cnt);
         int at = filled + incl - cnt;
-        unsigned w = cur.win;
         for (; take > 0; --take, ++at) {
-            out[at] = (cur.base + lane) * 32 + __ffs(w) - 1;
-            w &= w - 1u;
+            out[at] = (base + lane) * 32 + __ffs(win) - 1;
+            win &= win - 1u;
         }
-        cur.win = w;
         if (total > room) {  // the window still holds keys for the next step
             filled = n;
             break;
         }
         filled += total;
-        if (cur.base + 32 >= ks.word_hi) {  // the mask is used up
-            cur.base = ks.word_hi;
+        if (base + 32 >= ks.word_hi) {  // the mask is used up
+            base = ks.word_hi;
             break;
         }
-        cur.base += 32;
-        cur.win = cur.next;
-        cur.next = mask_word(ks, cur.base + 32 + lane);
+        base += 32;
+        if (!next_landed) cp_async_wait<0>();
+        win = cur.next[lane];
+        mask_prefetch(ks, cur, base + 32 + lane, lane);
+        next_landed = false;
     }
+    cur.win[lane] = win;
+    if (lane == 0) cur.base = base;
+    __syncwarp();
     for (int t = filled + lane; t < slots; t += 32) out[t] = -1;
     return filled < slots;
 }
@@ -353,7 +377,7 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     const unsigned q_base = smem_addr(q_tile);
 
     load_q_tile<D, BM, S::THREADS>(q, pb.q_stride_s, t0, t_end, q_base);
-    MaskCursor cursor;
+    MaskCursor &cursor = *(MaskCursor *)(positions + 2 * BN);
     mask_start(keys, cursor);
     int need_mask = 0;
     if (steps > 0) {

@@ -280,7 +280,8 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
         float acc[S::NT][4];
         score_chunk<D, S::KC, BF16>(qf, smem_addr(k_bufs + (ci & 1) * S::K_BYTES), acc);
         __syncthreads();  // every warp read chunk ci: its buffer may be refilled
-        const bool edge = c0 < lo || c0 + S::KC > warp_hi;
+        // (the list passes test every chunk: two code paths there cost registers, 128 at most)
+        const bool edge = MODE != SELECT_MASK || c0 < lo || c0 + S::KC > warp_hi;
         select_chunk<S::KC, BK, GK, MODE>(acc, c0, edge, gap, tile, st, p);
     }
     if (MODE == SELECT_COUNT) {
