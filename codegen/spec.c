@@ -86,8 +86,7 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
     }
     size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
     size_t align_slack = s->impl == 1 ? 1024 : 0;  /* wgmma tiles start on 1024-byte boundaries */
-    size_t mask_cursor = 272; /* kMaskCursorBytes in templates/attention.cuh */
-    return bm * d * 2 + 2 * bn * d * 2 + 2 * bn * 4 + mask_cursor + align_slack;
+    return bm * d * 2 + 2 * bn * d * 2 + 2 * bn * 4 + align_slack;
 }
 
 #define BAD(...) (snprintf(msg, msg_size, __VA_ARGS__), VECATTN_E_CODEGEN)

@@ -19,10 +19,6 @@
 
 namespace vecattn {
 
-// Shared memory of the bit-mask cursor (MaskCursor), after the position lists; codegen/spec.c
-// counts it in every attention kernel's shared memory.
-constexpr int kMaskCursorBytes = 272;
-
 template <int D, int BM, int BN, int WARPS_>
 struct AttnShape {
     static constexpr int WARPS = WARPS_;
@@ -32,7 +28,7 @@ struct AttnShape {
     static constexpr int Q_BYTES = BM * D * 2;
     static constexpr int KV_BYTES = BN * D * 2;
     static constexpr int POS_BYTES = 2 * BN * 4;
-    static constexpr int SMEM = Q_BYTES + 2 * KV_BYTES + POS_BYTES + kMaskCursorBytes;
+    static constexpr int SMEM = Q_BYTES + 2 * KV_BYTES + POS_BYTES;
 };
 
 // The keys of one query block: two contiguous ranges then the selected keys, as a virtual
@@ -56,83 +52,76 @@ struct KeySet {
     }
 };
 
-// Where warp 0 stands in a bit mask, kept in shared memory so that it costs no registers
-// across the key walk: lane l's word `base + l` of the current window of 32 words (bits
-// already handed out are cleared) and word `base + 32 + l`, prefetched by cp.async a window
-// ahead so that its latency hides behind the steps in between.
+// Where the key walk stands in a bit mask: lane l holds word `base + l` of the current window
+// of 32 words (bits already handed out are cleared) and, loaded a window ahead so that its
+// latency hides behind the steps in between, word `base + 32 + l`. Every warp keeps the same
+// cursor (same words, same arithmetic) and writes its own share of each step's positions.
 struct MaskCursor {
     int base;
-    unsigned win[32], next[32];
+    unsigned win, next;
 };
-static_assert(sizeof(MaskCursor) <= kMaskCursorBytes, "the cursor's shared-memory slot");
 
-__device__ __forceinline__ void cp_async_4(unsigned dst, const void *src, bool valid) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+__device__ __forceinline__ unsigned mask_word(const KeySet &ks, int w) {
+    return w < ks.word_hi ? ((const unsigned *)ks.list)[w] : 0u;
 }
 
-// Warp 0: prefetch window word `w` of lane `lane` into cur.next.
-__device__ __forceinline__ void mask_prefetch(const KeySet &ks, MaskCursor &cur, int w, int lane) {
-    const unsigned *words = (const unsigned *)ks.list;
-    cp_async_4(smem_addr(&cur.next[lane]), words + (w < ks.word_hi ? w : 0), w < ks.word_hi);
-    cp_async_commit();
-}
-
-// Warp 0 (a no-op for the others and without a mask).
 __device__ __forceinline__ void mask_start(const KeySet &ks, MaskCursor &cur) {
     const int lane = threadIdx.x & 31;
-    if (threadIdx.x >= 32 || !ks.is_mask()) return;
-    const unsigned *words = (const unsigned *)ks.list;
-    int w = ks.word_lo + lane;
-    cur.win[lane] = w < ks.word_hi ? words[w] : 0u;
-    if (lane == 0) cur.base = ks.word_lo;
-    mask_prefetch(ks, cur, w + 32, lane);
-    __syncwarp();
+    cur.base = ks.word_lo;
+    cur.win = ks.is_mask() ? mask_word(ks, cur.base + lane) : 0u;
+    cur.next = ks.is_mask() ? mask_word(ks, cur.base + 32 + lane) : 0u;
 }
 
-// Warp 0: the next n selected keys, in key order, into out[0, n), and -1 into out[n, slots)
-// (also past the last key, should the mask run out first). Returns whether any slot got -1.
-// Each window is counted with one popc and a warp scan, then every lane writes its own
-// word's keys at its exclusive prefix. The prefetched window landed at the step's
-// cp.async wait, unless this call already used it.
+// `w` without its k lowest set bits (k <= popc(w)); fns finds the k-th set bit.
+__device__ __forceinline__ unsigned drop_low_bits(unsigned w, int k) {
+    if (k <= 0) return w;
+    unsigned bit;
+    asm("fns.b32 %0, %1, 0, %2;" : "=r"(bit) : "r"(w), "r"(k));
+    return bit >= 31 ? 0u : w & ~((2u << bit) - 1u);
+}
+
+// The next n selected keys, in key order, into out[0, n), and -1 into out[n, slots) (also
+// past the last key, should the mask run out first); warp `warp` of WARPS writes slots
+// [warp * share, (warp + 1) * share) and returns whether any of them got -1. Each window is
+// counted with one popc and a warp scan; a lane's keys go to its exclusive prefix, so a
+// lane writes only those of its word that fall in its warp's share, at most `share`.
+template <int WARPS>
 __device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, int *out, int n, int slots) {
-    const int lane = threadIdx.x & 31;
-    int filled = 0, base = cur.base;
-    unsigned win = cur.win[lane];
-    bool next_landed = true;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int share = (slots + WARPS - 1) / WARPS, mine_lo = warp * share, mine_hi = min(mine_lo + share, slots);
+    int filled = 0;
     while (filled < n) {
-        int cnt = __popc(win), incl = cnt;
+        int cnt = __popc(cur.win), incl = cnt;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
             int y = __shfl_up_sync(0xffffffffu, incl, o);
             if (lane >= o) incl += y;
         }
         const int total = __shfl_sync(0xffffffffu, incl, 31), room = n - filled;
-        int take = min(max(room - (incl - cnt), 0), cnt);
-        int at = filled + incl - cnt;
-        for (; take > 0; --take, ++at) {
-            out[at] = (base + lane) * 32 + __ffs(win) - 1;
-            win &= win - 1u;
+        const int at = filled + incl - cnt;                      // this lane's first slot
+        const int used = min(max(n - at, 0), cnt);               // its keys this call takes
+        const int from = max(at, mine_lo), to = min(at + used, mine_hi);
+        unsigned w = drop_low_bits(cur.win, from - at);
+        for (int t = from; t < to; ++t) {
+            out[t] = (cur.base + lane) * 32 + __ffs(w) - 1;
+            w &= w - 1u;
         }
+        cur.win = used == cnt ? 0u : drop_low_bits(cur.win, used);
         if (total > room) {  // the window still holds keys for the next step
             filled = n;
             break;
         }
         filled += total;
-        if (base + 32 >= ks.word_hi) {  // the mask is used up
-            base = ks.word_hi;
+        if (cur.base + 32 >= ks.word_hi) {  // the mask is used up
+            cur.base = ks.word_hi;
             break;
         }
-        base += 32;
-        if (!next_landed) cp_async_wait<0>();
-        win = cur.next[lane];
-        mask_prefetch(ks, cur, base + 32 + lane, lane);
-        next_landed = false;
+        cur.base += 32;
+        cur.win = cur.next;
+        cur.next = mask_word(ks, cur.base + 32 + lane);
     }
-    cur.win[lane] = win;
-    if (lane == 0) cur.base = base;
-    __syncwarp();
-    for (int t = filled + lane; t < slots; t += 32) out[t] = -1;
-    return filled < slots;
+    for (int t = max(filled, mine_lo) + lane; t < mine_hi; t += 32) out[t] = -1;
+    return max(filled, mine_lo) < mine_hi;
 }
 
 template <int PQ, bool CAUSAL>
@@ -180,7 +169,7 @@ __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b
 
 // Positions of one step; returns whether this thread saw a position that needs the mask
 // (past the end of the key set, or possibly after a row's causal limit `first_pos`). With a
-// bit mask, warp 0 decodes the slots after the forced keys (selected keys are candidates,
+// bit mask, the warps decode the slots after the forced keys (selected keys are candidates,
 // all before the block's first row, so only the -1 padding needs the mask).
 template <int BN, int THREADS, bool CAUSAL>
 __device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *pos, int first_pos,
@@ -192,9 +181,10 @@ __device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *p
         pos[n] = kp;
         need_mask |= kp < 0 || (CAUSAL && kp > first_pos);
     }
-    if (direct < BN && threadIdx.x < 32) {  // never more keys than counted, whatever the words hold
+    if (direct < BN) {  // never more keys than counted, whatever the words hold
         const int handed_out = max(step * BN - ks.forced(), 0);
-        need_mask |= mask_decode(ks, cur, pos + direct, min(BN - direct, ks.count - handed_out), BN - direct);
+        need_mask |= mask_decode<THREADS / 32>(ks, cur, pos + direct, min(BN - direct, ks.count - handed_out),
+                                               BN - direct);
     }
     return need_mask;
 }
@@ -377,7 +367,7 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     const unsigned q_base = smem_addr(q_tile);
 
     load_q_tile<D, BM, S::THREADS>(q, pb.q_stride_s, t0, t_end, q_base);
-    MaskCursor &cursor = *(MaskCursor *)(positions + 2 * BN);
+    MaskCursor cursor;
     mask_start(keys, cursor);
     int need_mask = 0;
     if (steps > 0) {

@@ -112,7 +112,7 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
     const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
 
     load_q_tile<D, BM, THREADS, true>(q, pb.q_stride_s, t0, t_end, q_base);
-    MaskCursor &cursor = *(MaskCursor *)(positions + 2 * BN);
+    MaskCursor cursor;
     mask_start(keys, cursor);
     int need_mask = 0;
     if (steps > 0) {
