@@ -211,7 +211,9 @@ VECATTN_API vecattn_status vecattn_errcode(const vecattn_ctx *ctx);
 **   scale       softmax scale; 0 means 1/sqrt(D).
 ** Resource parameters (they never change the result):
 **   chunk_size  queries per chunk, a multiple of pq; 0 lets the library choose. Chunks are
-**               processed one after another so that the index workspace stays bounded.
+**               processed one after another so that the workspace stays bounded (0: the
+**               selection's bit masks, one bit per candidate key and query block, under
+**               768 MiB: one chunk up to 96K x 32 heads causal, two at 128K).
 ** Workspace (optional; resource only):
 **   workspace, workspace_size
 **               a device buffer of at least vecattn_prefill_workspace_size() bytes, 256-byte
@@ -270,8 +272,9 @@ VECATTN_API vecattn_status vecattn_check_prefill_args(const vecattn_prefill_args
 
 /*
 ** Device workspace that vecattn_prefill() needs for `args` (0 in dense mode): the largest
-** chunk's counts, offsets and worst-case index lists. Depends on sizes, pq, causal and
-** chunk_size only, so one query serves every call of the same shape. Runs no device code.
+** chunk's counts and selection bit masks (one bit per key up to the chunk's last candidate,
+** per query block and head). Depends on sizes, pq, causal and chunk_size only, so one query
+** serves every call of the same shape. Runs no device code.
 */
 VECATTN_API vecattn_status vecattn_prefill_workspace_size(const vecattn_prefill_args *args, size_t *bytes);
 

@@ -52,10 +52,9 @@ struct KeySet {
     }
 };
 
-// Where the key walk stands in a bit mask: lane l holds word `base + l` of the current window
-// of 32 words (bits already handed out are cleared) and, loaded a window ahead so that its
-// latency hides behind the steps in between, word `base + 32 + l`. Every warp keeps the same
-// cursor (same words, same arithmetic) and writes its own share of each step's positions.
+// Where warp 0 stands in a bit mask: lane l holds word `base + l` of the current window of 32
+// words (bits already handed out are cleared) and, loaded a window ahead so that its latency
+// hides behind the steps in between, word `base + 32 + l`. Only warp 0's copy is used.
 struct MaskCursor {
     int base;
     unsigned win, next;
@@ -68,27 +67,16 @@ __device__ __forceinline__ unsigned mask_word(const KeySet &ks, int w) {
 __device__ __forceinline__ void mask_start(const KeySet &ks, MaskCursor &cur) {
     const int lane = threadIdx.x & 31;
     cur.base = ks.word_lo;
-    cur.win = ks.is_mask() ? mask_word(ks, cur.base + lane) : 0u;
-    cur.next = ks.is_mask() ? mask_word(ks, cur.base + 32 + lane) : 0u;
+    cur.win = threadIdx.x < 32 ? mask_word(ks, cur.base + lane) : 0u;
+    cur.next = threadIdx.x < 32 ? mask_word(ks, cur.base + 32 + lane) : 0u;
 }
 
-// `w` without its k lowest set bits (k <= popc(w)); fns finds the k-th set bit.
-__device__ __forceinline__ unsigned drop_low_bits(unsigned w, int k) {
-    if (k <= 0) return w;
-    unsigned bit;
-    asm("fns.b32 %0, %1, 0, %2;" : "=r"(bit) : "r"(w), "r"(k));
-    return bit >= 31 ? 0u : w & ~((2u << bit) - 1u);
-}
-
-// The next n selected keys, in key order, into out[0, n), and -1 into out[n, slots) (also
-// past the last key, should the mask run out first); warp `warp` of WARPS writes slots
-// [warp * share, (warp + 1) * share) and returns whether any of them got -1. Each window is
-// counted with one popc and a warp scan; a lane's keys go to its exclusive prefix, so a
-// lane writes only those of its word that fall in its warp's share, at most `share`.
-template <int WARPS>
+// Warp 0: the next n selected keys, in key order, into out[0, n), and -1 into out[n, slots)
+// (also past the last key, should the mask run out first). Returns whether any slot got -1.
+// Each window is counted with one popc and a warp scan, then every lane writes its own
+// word's keys at its exclusive prefix.
 __device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, int *out, int n, int slots) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int share = (slots + WARPS - 1) / WARPS, mine_lo = warp * share, mine_hi = min(mine_lo + share, slots);
+    const int lane = threadIdx.x & 31;
     int filled = 0;
     while (filled < n) {
         int cnt = __popc(cur.win), incl = cnt;
@@ -98,15 +86,14 @@ __device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, in
             if (lane >= o) incl += y;
         }
         const int total = __shfl_sync(0xffffffffu, incl, 31), room = n - filled;
-        const int at = filled + incl - cnt;                      // this lane's first slot
-        const int used = min(max(n - at, 0), cnt);               // its keys this call takes
-        const int from = max(at, mine_lo), to = min(at + used, mine_hi);
-        unsigned w = drop_low_bits(cur.win, from - at);
-        for (int t = from; t < to; ++t) {
-            out[t] = (cur.base + lane) * 32 + __ffs(w) - 1;
+        int take = min(max(room - (incl - cnt), 0), cnt);
+        int at = filled + incl - cnt;
+        unsigned w = cur.win;
+        for (; take > 0; --take, ++at) {
+            out[at] = (cur.base + lane) * 32 + __ffs(w) - 1;
             w &= w - 1u;
         }
-        cur.win = used == cnt ? 0u : drop_low_bits(cur.win, used);
+        cur.win = w;
         if (total > room) {  // the window still holds keys for the next step
             filled = n;
             break;
@@ -120,8 +107,8 @@ __device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, in
         cur.win = cur.next;
         cur.next = mask_word(ks, cur.base + 32 + lane);
     }
-    for (int t = max(filled, mine_lo) + lane; t < mine_hi; t += 32) out[t] = -1;
-    return max(filled, mine_lo) < mine_hi;
+    for (int t = filled + lane; t < slots; t += 32) out[t] = -1;
+    return filled < slots;
 }
 
 template <int PQ, bool CAUSAL>
@@ -169,7 +156,7 @@ __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b
 
 // Positions of one step; returns whether this thread saw a position that needs the mask
 // (past the end of the key set, or possibly after a row's causal limit `first_pos`). With a
-// bit mask, the warps decode the slots after the forced keys (selected keys are candidates,
+// bit mask, warp 0 decodes the slots after the forced keys (selected keys are candidates,
 // all before the block's first row, so only the -1 padding needs the mask).
 template <int BN, int THREADS, bool CAUSAL>
 __device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *pos, int first_pos,
@@ -181,10 +168,9 @@ __device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *p
         pos[n] = kp;
         need_mask |= kp < 0 || (CAUSAL && kp > first_pos);
     }
-    if (direct < BN) {  // never more keys than counted, whatever the words hold
+    if (direct < BN && threadIdx.x < 32) {  // never more keys than counted, whatever the words hold
         const int handed_out = max(step * BN - ks.forced(), 0);
-        need_mask |= mask_decode<THREADS / 32>(ks, cur, pos + direct, min(BN - direct, ks.count - handed_out),
-                                               BN - direct);
+        need_mask |= mask_decode(ks, cur, pos + direct, min(BN - direct, ks.count - handed_out), BN - direct);
     }
     return need_mask;
 }
