@@ -276,9 +276,10 @@ static double workspace_mib(vecattn_ctx *ctx, const vecattn_prefill_args *a) {
     return (double)bytes / (1024.0 * 1024.0);
 }
 
-/* One line and one CSV row per case. `total_ms - attn_ms` is what the selection costs inside
-** a prefill (one pass into worst-case slots), next to `sel_ms`, the CSR API's count, scan and
-** fill. */
+/* One line and one CSV row per case. `total_ms - attn_ms` is what a prefill costs beyond
+** the attention over CSR lists: its one-pass selection into bit masks plus the attention
+** kernel's mask decode (bench/NOTES.md separates the two with ncu), next to `sel_ms`, the CSR
+** API's count, scan and fill. */
 static void report(FILE *csv, vecattn_ctx *ctx, const vecattn_prefill_args *a, const char *mode, float p,
                    float sparsity, float sel_ms, float attn_ms, float total_ms, float dense_ms) {
     double tflops = attention_flops(a, 1.0 - sparsity) / (attn_ms * 1e-3) / 1e12;
