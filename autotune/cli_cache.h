@@ -43,6 +43,10 @@ enum { VA_CLI_OK = 0, VA_CLI_USAGE = 1, VA_CLI_FAIL = 2, VA_CLI_CONTINUE = -1 };
 ** VA_CLI_USAGE with the culprit named on stderr. */
 int va_cli_parse(const char *cmd, int argc, char **argv, const va_cli_opt *opts, const char **pos, int max_pos);
 
+/* --help (the tool's usage) or --device N (an ordinal into *device) for info and selftest
+** (cli.c): VA_CLI_CONTINUE, VA_CLI_OK after --help, VA_CLI_USAGE. */
+int va_cli_device_flag(const char *cmd, int argc, char **argv, int *device);
+
 /* A whole decimal integer in [lo, hi] -> *out; 1 on success, 0 (out untouched) otherwise. */
 int va_cli_int(const char *s, int lo, int hi, int *out);
 

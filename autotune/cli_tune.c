@@ -7,7 +7,6 @@
 ** (no GPU, a failed entry, the cache not writable).
 */
 #include <cjson/cJSON.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,20 +46,7 @@ static const char tune_usage[] =
 typedef struct tune_cli {
     va_tuner_options o;
     int device, json;
-    const char *cache;
 } tune_cli;
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("vecattn-autotune tune: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs("\n(see vecattn-autotune tune --help)\n", stderr);
-    va_end(ap);
-    return TUNE_USAGE;
-}
 
 /* ---- flags ---------------------------------------------------------------------------------- */
 
@@ -89,45 +75,30 @@ static int parse_buckets(const char *s, int *out, int *n) {
     return *n > 0;
 }
 
-/* The value of flag `name` at argv[*i] ("--x V" or "--x=V"), or NULL when argv[*i] is not it. */
-static const char *flag_value(int argc, char **argv, int *i, const char *name, int *missing) {
-    size_t len = strlen(name);
-    if (strncmp(argv[*i], name, len)) return NULL;
-    if (argv[*i][len] == '=') return argv[*i] + len + 1;
-    if (argv[*i][len]) return NULL;
-    if (*i + 1 >= argc) return *missing = 1, NULL;
-    return argv[++*i];
-}
+/* The values of the valued flags, in the order of parse_value's table. */
+enum { F_HEAD_DIM, F_PQ, F_BK, F_GK, F_HEADS, F_DEVICE, F_DTYPE, F_SEQ, F_BUCKETS, F_TIME_BUDGET, F_COUNT };
 
-static int parse_value(tune_cli *c, const char *flag, const char *v) {
+static int parse_value(tune_cli *c, int flag, const char *name, const char *v) {
     va_tuner_options *o = &c->o;
     int ok = 1;
-    if (!strcmp(flag, "--head-dim"))
-        ok = va_cli_int(v, 1, 1 << 16, &o->head_dim);
-    else if (!strcmp(flag, "--pq"))
-        ok = va_cli_int(v, 1, 1 << 16, &o->pq);
-    else if (!strcmp(flag, "--bk"))
-        ok = va_cli_int(v, 1, 1 << 16, &o->bk);
-    else if (!strcmp(flag, "--gk"))
-        ok = va_cli_int(v, 1, 1 << 24, &o->gk);
-    else if (!strcmp(flag, "--heads"))
-        ok = va_cli_int(v, 1, 4096, &o->heads);
-    else if (!strcmp(flag, "--device"))
-        ok = va_cli_int(v, 0, 1 << 16, &c->device);
-    else if (!strcmp(flag, "--cache"))
-        c->cache = v;
-    else if (!strcmp(flag, "--dtype"))
-        ok = va_dtype_parse(v, &o->dtype);
-    else if (!strcmp(flag, "--seq"))
-        ok = parse_seqs(v, o->seqs, VA_TUNER_MAX_SEQS, &o->n_seqs);
-    else if (!strcmp(flag, "--buckets"))
-        ok = parse_buckets(v, o->buckets, &o->n_buckets);
-    else if (!strcmp(flag, "--time-budget")) {
+    switch (flag) {
+    case F_HEAD_DIM: ok = va_cli_int(v, 1, 1 << 16, &o->head_dim); break;
+    case F_PQ: ok = va_cli_int(v, 1, 1 << 16, &o->pq); break;
+    case F_BK: ok = va_cli_int(v, 1, 1 << 16, &o->bk); break;
+    case F_GK: ok = va_cli_int(v, 1, 1 << 24, &o->gk); break;
+    case F_HEADS: ok = va_cli_int(v, 1, 4096, &o->heads); break;
+    case F_DEVICE: ok = va_cli_int(v, 0, 1 << 16, &c->device); break;
+    case F_DTYPE: ok = va_dtype_parse(v, &o->dtype); break;
+    case F_SEQ: ok = parse_seqs(v, o->seqs, VA_TUNER_MAX_SEQS, &o->n_seqs); break;
+    case F_BUCKETS: ok = parse_buckets(v, o->buckets, &o->n_buckets); break;
+    case F_TIME_BUDGET: {
         char *end;
         o->time_budget_s = strtod(v, &end);
         ok = end != v && !*end && o->time_budget_s > 0.0;
+        break;
     }
-    return ok ? TUNE_CONTINUE : usage_error("bad value '%s' for %s", v, flag);
+    }
+    return ok ? TUNE_CONTINUE : va_cli_usage("tune", "bad value '%s' for %s", v, name);
 }
 
 /* The library's own argument check on one problem of the plan, so that a bad --pq or
@@ -144,45 +115,38 @@ static int check_settings(const va_tuner_options *o) {
     for (int i = 0; i < o->n_seqs; ++i) {
         a.seq_q = a.seq_k = o->seqs[i];
         vecattn_set_contiguous_bhsd(&a);
-        if (vecattn_check_prefill_args(&a, msg, sizeof msg) != VECATTN_OK) return usage_error("%s", msg);
+        if (vecattn_check_prefill_args(&a, msg, sizeof msg) != VECATTN_OK) return va_cli_usage("tune", "%s", msg);
     }
     return TUNE_CONTINUE;
 }
 
+/* --cache goes to VECATTN_CACHE (va_cli_parse), which vecattn_create reads. */
 static int parse_tune(int argc, char **argv, tune_cli *c) {
-    static const char *const valued[] = {"--head-dim", "--pq",    "--bk",  "--gk",      "--heads",      "--device",
-                                         "--cache",    "--dtype", "--seq", "--buckets", "--time-budget"};
-    va_tuner_mode mode = VA_TUNER_DEFAULT;
-    for (int i = 0; i < argc; ++i) /* the mode first: it sets the defaults the other flags change */
-        if (!strcmp(argv[i], "--quick") || !strcmp(argv[i], "--full"))
-            mode = argv[i][2] == 'q' ? VA_TUNER_QUICK : VA_TUNER_FULL;
+    static const char *const names[F_COUNT] = {"--head-dim", "--pq",  "--bk",  "--gk",      "--heads",
+                                               "--device",   "--dtype", "--seq", "--buckets", "--time-budget"};
+    for (int i = 0; i < argc; ++i)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return fputs(tune_usage, stdout), TUNE_OK;
+    const char *values[F_COUNT] = {NULL};
+    int causal = 0, non_causal = 0, quick = 0, full = 0, json = 0;
+    va_cli_opt opts[F_COUNT + 6];
+    for (int f = 0; f < F_COUNT; ++f) opts[f] = (va_cli_opt){names[f], &values[f], NULL};
+    opts[F_COUNT + 0] = (va_cli_opt){"--causal", NULL, &causal};
+    opts[F_COUNT + 1] = (va_cli_opt){"--non-causal", NULL, &non_causal};
+    opts[F_COUNT + 2] = (va_cli_opt){"--quick", NULL, &quick};
+    opts[F_COUNT + 3] = (va_cli_opt){"--full", NULL, &full};
+    opts[F_COUNT + 4] = (va_cli_opt){"--json", NULL, &json};
+    opts[F_COUNT + 5] = (va_cli_opt){NULL, NULL, NULL};
+    int rc = va_cli_parse("tune", argc, argv, opts, NULL, 0);
+    if (rc != VA_CLI_CONTINUE) return rc;
+    if (quick && full) return va_cli_usage("tune", "--quick and --full exclude each other");
+    if (causal && non_causal) return va_cli_usage("tune", "--causal and --non-causal exclude each other");
     memset(c, 0, sizeof *c);
-    va_tuner_defaults(&c->o, mode);
-    int quick = 0, full = 0;
-    for (int i = 0; i < argc; ++i) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(tune_usage, stdout), TUNE_OK;
-        if (!strcmp(a, "--causal") || !strcmp(a, "--non-causal"))
-            c->o.causal = a[2] == 'c';
-        else if (!strcmp(a, "--json"))
-            c->json = 1;
-        else if (!strcmp(a, "--quick"))
-            quick = 1;
-        else if (!strcmp(a, "--full"))
-            full = 1;
-        else {
-            const char *v = NULL;
-            int missing = 0;
-            size_t k = 0;
-            for (; k < sizeof valued / sizeof valued[0] && !v && !missing; ++k)
-                v = flag_value(argc, argv, &i, valued[k], &missing);
-            if (missing) return usage_error("flag '%s' needs a value", a);
-            if (!v) return usage_error("unknown flag or argument '%s'", a);
-            int rc = parse_value(c, valued[k - 1], v);
-            if (rc != TUNE_CONTINUE) return rc;
-        }
-    }
-    if (quick && full) return usage_error("--quick and --full exclude each other");
+    /* the mode first: it sets the defaults the other flags change */
+    va_tuner_defaults(&c->o, quick ? VA_TUNER_QUICK : full ? VA_TUNER_FULL : VA_TUNER_DEFAULT);
+    if (causal || non_causal) c->o.causal = causal;
+    c->json = json;
+    for (int f = 0; f < F_COUNT; ++f)
+        if (values[f] && (rc = parse_value(c, f, names[f], values[f])) != TUNE_CONTINUE) return rc;
     return check_settings(&c->o);
 }
 
@@ -295,7 +259,7 @@ int va_cli_tune(int argc, char **argv) {
     int rc = parse_tune(argc, argv, &c);
     if (rc != TUNE_CONTINUE) return rc;
     vecattn_ctx *ctx = NULL;
-    vecattn_status st = vecattn_create(&ctx, c.device, c.cache, VECATTN_CREATE_DEFAULT);
+    vecattn_status st = vecattn_create(&ctx, c.device, NULL, VECATTN_CREATE_DEFAULT);
     if (st != VECATTN_OK) {
         fprintf(stderr, "vecattn-autotune tune: no usable CUDA device %d: %s [%s]\n", c.device, vecattn_errmsg(ctx),
                 vecattn_status_string(st));
