@@ -212,8 +212,8 @@ static int parse_source(int argc, char **argv, source_opts *o)
     int rc = help_requested(argc, argv);
     if (rc == CLI_CONTINUE)
         rc = va_cli_parse("source", argc, argv, opts, NULL, 0);
-    /* the generator checks the values themselves (source_spec, va_spec_validate) */
-    const int big = 1 << 30;
+    /* any non-negative count here; the generator checks the values (source_spec, va_spec_validate) */
+    const int big = 1000000000;
     if (rc == CLI_CONTINUE)
         rc = int_flag("source", "--head-dim", head_dim, 0, big, &o->head_dim);
     if (rc == CLI_CONTINUE)

@@ -1,7 +1,8 @@
 /*
 ** cli_selftest.c -- `vecattn-autotune selftest`: NVRTC-compile the default kernels (D 128
 ** and 64, bf16, causal and not, sm_80 and sm_90a), then run one small prefill on the GPU and
-** check it against a CPU computation. Without a driver or a GPU the GPU part is skipped and
+** check that its sparsity is in [0, 1) and its output finite and within V's range (the tests
+** compare against the float64 reference). Without a driver or a GPU the GPU part is skipped and
 ** the exit code stays 0 (the compile part is what a machine without a GPU can check).
 ** Sections: helpers, NVRTC, GPU, the command.
 */

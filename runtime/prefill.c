@@ -129,7 +129,8 @@ static vecattn_status launch_selection(vecattn_ctx *ctx, const kernels *kn, cons
         if ((st = va_launch(ctx, kn->scan, 1, 1, 1, 1024, 0, stream, &scan, sizeof scan))) return st;
         if (mode == SELECT_COUNT) return VECATTN_OK;
     }
-    return va_launch(ctx, mode == SELECT_MASK ? kn->mask : kn->fill, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
+    CUfunction last_pass = mode == SELECT_MASK ? kn->mask : kn->fill;
+    return va_launch(ctx, last_pass, gx, (unsigned)a->heads_q, (unsigned)a->batch, threads, smem, stream, &sp,
                      sizeof sp);
 }
 
@@ -210,7 +211,7 @@ static size_t sparse_workspace_bytes(const vecattn_prefill_args *a) {
 /* Carve counts | mask for a chunk out of the caller's workspace when there is one (its size
 ** was checked on entry), else the context's. */
 static vecattn_status reserve_masks(vecattn_ctx *ctx, const vecattn_prefill_args *a, int begin, int rows,
-                                    csr_buffers *buf) {
+                                    int splits, csr_buffers *buf) {
     size_t counts_bytes;
     size_t total = mask_bytes(a, begin, rows, &counts_bytes);
     CUdeviceptr base = (CUdeviceptr)a->workspace;
@@ -223,7 +224,7 @@ static vecattn_status reserve_masks(vecattn_ctx *ctx, const vecattn_prefill_args
     buf->counts = base;
     buf->mask = base + counts_bytes;
     buf->mask_words = chunk_mask_words(a, begin, rows);
-    buf->splits = 1;
+    buf->splits = splits;
     return VECATTN_OK;
 }
 
@@ -328,8 +329,7 @@ static vecattn_status prefill_sparse(vecattn_ctx *ctx, const vecattn_prefill_arg
     for (int begin = 0; st == VECATTN_OK && begin < n_qblocks(a); ++chunks) {
         int rows = chunk_rows(a, begin);
         csr_buffers buf;
-        st = reserve_masks(ctx, a, begin, rows, &buf);
-        buf.splits = key_splits(ctx, a, &kn.select_spec, rows);
+        st = reserve_masks(ctx, a, begin, rows, key_splits(ctx, a, &kn.select_spec, rows), &buf);
         if (st == VECATTN_OK) st = launch_selection(ctx, &kn, a, begin, rows, &buf, SELECT_MASK, stream);
         if (st == VECATTN_OK)
             st = launch_attention(ctx, &kn, a, begin, rows, VECATTN_KEYS_SPEC, NULL, &buf, stream);
