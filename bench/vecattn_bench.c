@@ -3,7 +3,7 @@
 **
 **   vecattn-bench [--seq 16384] [--heads 32] [--heads-kv 32] [--head-dim 128] [--batch 1]
 **                 [--causal|--non-causal] [--dtype bf16|fp16] [--sparsity 0.8,0.5]
-**                 [--samples 20] [--csv FILE]
+**                 [--samples 20] [--pq 64] [--csv FILE]
 **
 ** For each sequence length: the dense mode, then for each target sparsity the threshold
 ** that gives it on this data (bisection on the measured sparsity), and the sparse prefill
@@ -30,6 +30,7 @@ typedef struct options {
     double sparsities[8];
     int n_sparsities;
     int samples;
+    int pq;  /* 0: the method's default */
     const char *csv;
 } options;
 
@@ -58,10 +59,11 @@ static int parse_list_double(const char *s, double *out, int max) {
 static void usage(void) {
     puts("usage: vecattn-bench [--seq 16384[,32768...]] [--heads 32] [--heads-kv 32] [--head-dim 128]\n"
          "                     [--batch 1] [--causal|--non-causal] [--dtype bf16|fp16]\n"
-         "                     [--sparsity 0.8[,0.5...]] [--samples 20] [--csv FILE]\n"
+         "                     [--sparsity 0.8[,0.5...]] [--samples 20] [--pq 64] [--csv FILE]\n"
          "       vecattn-bench --accuracy --help   (the accuracy report)\n"
          "Times vecattn's dense mode and its sparse mode at the target sparsities; prints one\n"
-         "line per case and appends CSV rows to FILE when --csv is given.");
+         "line per case and appends CSV rows to FILE when --csv is given. With --pq other than the\n"
+         "method's 64, sparse rows are labelled sparse-pqN.");
 }
 
 static options parse_options(int argc, char **argv) {
@@ -81,6 +83,7 @@ static options parse_options(int argc, char **argv) {
         else if (!strcmp(a, "--dtype")) o.dtype = !strcmp(argv[++i], "fp16") ? VECATTN_FP16 : VECATTN_BF16;
         else if (!strcmp(a, "--sparsity")) o.n_sparsities = parse_list_double(argv[++i], o.sparsities, 8);
         else if (!strcmp(a, "--samples")) o.samples = atoi(argv[++i]);
+        else if (!strcmp(a, "--pq")) o.pq = atoi(argv[++i]);
         else if (!strcmp(a, "--csv")) o.csv = argv[++i];
         else fprintf(stderr, "vecattn-bench: unknown option %s\n", a), usage(), exit(1);
     }
@@ -102,6 +105,7 @@ static void make_problem(problem *p, const options *o, int seq) {
     vecattn_prefill_args_init(a);
     a->batch = o->batch, a->heads_q = o->heads, a->heads_kv = o->heads_kv;
     a->seq_q = a->seq_k = seq, a->head_dim = o->head_dim, a->dtype = o->dtype, a->causal = o->causal;
+    if (o->pq) a->pq = o->pq;
     vecattn_set_contiguous_bhsd(a);
     size_t nq = (size_t)a->batch * a->heads_q * seq * a->head_dim;
     size_t nk = (size_t)a->batch * a->heads_kv * seq * a->head_dim;
@@ -312,7 +316,9 @@ static void run_seq(vecattn_ctx *ctx, timer *t, const options *o, int seq, FILE 
         float sel_ms = time_median(ctx, t, &a, RUN_SELECT, &sb, o->samples);
         float attn_ms = time_median(ctx, t, &a, RUN_ATTENTION, &sb, o->samples);
         float total_ms = time_median(ctx, t, &a, RUN_PREFILL, &sb, o->samples);
-        report(csv, ctx, &a, "sparse", a.threshold, got, sel_ms, attn_ms, total_ms, dense_ms);
+        char mode[32];
+        snprintf(mode, sizeof mode, o->pq && o->pq != 64 ? "sparse-pq%d" : "sparse", o->pq);
+        report(csv, ctx, &a, mode, a.threshold, got, sel_ms, attn_ms, total_ms, dense_ms);
         free_selection(&sb);
     }
     free_problem(&p);

@@ -182,8 +182,8 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
         if (s->impl == 1) {
             sb_printf(sb,
                       "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
-                      "    vecattn::attention_sm90_body<%d, %d, %s, %s>(p);\n}\n",
-                      bounds, s->head_dim, s->pq, causal, bf16);
+                      "    vecattn::attention_sm90_body<%d, %d, %d, %s, %s>(p);\n}\n",
+                      bounds, s->head_dim, s->pq, s->warps / 4, causal, bf16);
             return;
         }
         sb_printf(sb,

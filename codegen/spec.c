@@ -50,6 +50,9 @@ void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dty
         spec->block_m = 64, spec->block_n = 64, spec->warps = 4;
         spec->q_in_smem = 0, spec->ctas_per_sm = 4;
     }
+    /* Two warpgroups share each K/V tile where a query block has 128 rows (the dense mode
+    ** always tiles so): half the gather traffic per FLOP (bench/NOTES.md, attention v7). */
+    if (arch == 90 && pq >= 128) spec->block_m = 128, spec->warps = 8, spec->ctas_per_sm = 2;
 }
 
 const char *va_arch_target(int arch) {
@@ -122,8 +125,10 @@ static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, siz
     if (s->block_n != 32 && s->block_n != 64)
         return BAD("block_n %d is not 32 or 64", s->block_n);
     if (s->impl != 0 && s->impl != 1) return BAD("impl %d is not 0 (mma.sync) or 1 (wgmma)", s->impl);
-    if (s->impl == 1 && (s->arch != 90 || s->block_m != 64 || s->block_n != 64 || s->warps != 4 || s->pq < 64))
-        return BAD("impl 1 (wgmma) needs sm_90a, block_m 64, block_n 64, warps 4 and pq >= 64");
+    if (s->impl == 1 && (s->arch != 90 || (s->block_m != 64 && s->block_m != 128) || s->block_n != 64 ||
+                         s->warps != s->block_m / 16 || s->pq < s->block_m))
+        return BAD("impl 1 (wgmma) needs sm_90a, block_m 64 or 128 (a warpgroup per 64 rows: warps 4 or 8), "
+                   "block_n 64 and pq >= block_m");
     if (s->q_in_smem != 0 && s->q_in_smem != 1) return BAD("q_in_smem %d is not 0 or 1", s->q_in_smem);
     if (s->block_m == 32 * s->warps && !s->q_in_smem)
         return BAD("q_in_smem 0 with two row atoms per warp (block_m %d, warps %d): Q is always re-read",
@@ -233,11 +238,13 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
                         s.q_in_smem = q_smem || bm == 32 * warps;  /* two atoms: always */
                         if (q_smem || !s.q_in_smem) add_if_valid(&s, out, max, &n);
                     }
-    s = *base;  /* the Hopper kernel has one tile shape; 4 CTAs per SM fit in 128 registers */
-    s.impl = 1, s.block_m = 64, s.block_n = 64, s.warps = 4, s.q_in_smem = 0;
-    for (int ctas = 0; ctas <= 4; ctas += 4) {
-        s.ctas_per_sm = ctas;
-        add_if_valid(&s, out, max, &n);
-    }
+    s = *base;  /* the Hopper kernel: one or two warpgroups; 128 registers per thread fit
+                ** 4 CTAs of one, 2 of two */
+    s.impl = 1, s.block_n = 64, s.q_in_smem = 0;
+    for (int wgs = 1; wgs <= 2; ++wgs)
+        for (int ctas = 0; ctas <= 4 / wgs; ctas += 4 / wgs) {
+            s.block_m = 64 * wgs, s.warps = 4 * wgs, s.ctas_per_sm = ctas;
+            add_if_valid(&s, out, max, &n);
+        }
     return n;
 }

@@ -278,7 +278,10 @@ static vecattn_status enter_checked(vecattn_ctx *ctx, const vecattn_prefill_args
     return va_ctx_enter(ctx);
 }
 
-static vecattn_status prefill_dense(vecattn_ctx *ctx, const vecattn_prefill_args *a, CUstream stream) {
+static vecattn_status prefill_dense(vecattn_ctx *ctx, const vecattn_prefill_args *user, CUstream stream) {
+    vecattn_prefill_args tiled = *user;  /* the caller's pq means nothing without a selection */
+    tiled.pq = va_attention_pq(user);
+    const vecattn_prefill_args *a = &tiled;
     kernels kn;
     vecattn_status st = load_kernels(ctx, a, 0, 1, &kn);
     if (st == VECATTN_OK)

@@ -107,6 +107,14 @@ vecattn_status va_workspace_reserve(vecattn_ctx *ctx, size_t bytes);
 
 /* ---- tile configurations ------------------------------------------------------------------- */
 
+/* The dense mode has no query blocks of its own; it tiles queries by VA_DENSE_PQ rows, the
+** most the kernels take, where the sm_90a kernel shares each K/V tile between two warpgroups. */
+#define VA_DENSE_PQ 128
+
+/* The query block size the attention kernel of `a` is built for: a->pq, or VA_DENSE_PQ in the
+** dense mode. */
+int va_attention_pq(const vecattn_prefill_args *a);
+
 /* The spec (semantic parameters of `a`, tuned or default tiles) for a stage of a problem.
 ** sparsity_hint: the expected fraction of pairs skipped, or -1 when unknown. */
 vecattn_status va_choose_spec(vecattn_ctx *ctx, va_kernel_kind kind, const vecattn_prefill_args *a,

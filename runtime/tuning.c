@@ -51,7 +51,7 @@ void va_tune_key_init(const vecattn_ctx *ctx, va_kernel_kind kind, const vecattn
     if (va_cuDeviceGetName) va_cuDeviceGetName(key->device.name, (int)sizeof key->device.name, ctx->device);
     key->dtype = a->dtype;
     key->head_dim = a->head_dim;
-    key->pq = a->pq, key->bk = a->bk, key->gk = a->gk;
+    key->pq = kind == VA_KERNEL_ATTENTION ? va_attention_pq(a) : a->pq, key->bk = a->bk, key->gk = a->gk;
     key->causal = a->causal ? 1 : 0;
     key->stage = kind == VA_KERNEL_SELECT ? VA_STAGE_SELECTION : VA_STAGE_ATTENTION;
     key->seq_bucket = va_tune_seq_bucket(a->seq_k);
@@ -66,12 +66,14 @@ void va_tune_key_describe(const va_tune_key *k, char *buf, size_t size) {
         snprintf(buf + n, size - (size_t)n, " kept-bucket %d", k->sparsity_bucket);
 }
 
+int va_attention_pq(const vecattn_prefill_args *a) { return a->dense ? VA_DENSE_PQ : a->pq; }
+
 void va_default_spec(const vecattn_ctx *ctx, va_kernel_kind kind, const vecattn_prefill_args *a,
                      va_kernel_spec *spec) {
     if (kind == VA_KERNEL_SELECT)
         va_spec_default_select(spec, ctx->arch, a->dtype, a->head_dim, a->causal, a->pq, a->bk, a->gk);
     else
-        va_spec_default_attention(spec, ctx->arch, a->dtype, a->head_dim, a->causal, a->pq);
+        va_spec_default_attention(spec, ctx->arch, a->dtype, a->head_dim, a->causal, va_attention_pq(a));
 }
 
 /* ---- forced specs and remembered choices -------------------------------------------------- */

@@ -2,11 +2,14 @@
 // (sm_90a): S = Q K^T and O += P V as wgmma.mma_async m64n64k16, Q and K/V tiles in the
 // canonical 128-byte-swizzled layout read through shared-memory descriptors, P from registers.
 //
-// One CTA is one warpgroup (4 warps, 64 query rows); warp w owns rows 16w..16w+15, and the
-// wgmma accumulator layout of a warp is the mma.sync C layout of attention.cuh, so the key
-// walk, the gathers, the online softmax and the epilogue are the same functions. Gathered
-// rows arrive by cp.async (generic proxy) and are read by wgmma (async proxy): every thread
-// fences the proxies after its copies complete and before the barrier.
+// One CTA is WGS warpgroups of 64 query rows each (WGS = 2 only where Pq >= 128: the two
+// share every gathered K/V tile, which halves the gather traffic per FLOP; with 64 rows per
+// tile the kernel needs ~64 bytes from L2 per 64 FLOPs and L2 bandwidth caps it near half of
+// cuDNN). Warp w owns rows 16w..16w+15, and the wgmma accumulator layout of a warp is the
+// mma.sync C layout of attention.cuh, so the key walk, the gathers, the online softmax and
+// the epilogue are the same functions. Gathered rows arrive by cp.async (generic proxy) and
+// are read by wgmma (async proxy): every thread fences the proxies after its copies complete
+// and before the barrier.
 #pragma once
 
 #ifndef VECATTN_GENERATED
@@ -79,9 +82,10 @@ __device__ __forceinline__ float (&acc_slice(float (&o)[DT][4], int j0))[32] {
     return *reinterpret_cast<float(*)[32]>(&o[j0][0]);
 }
 
-template <int D, int PQ, bool CAUSAL, bool BF16>
+template <int D, int PQ, int WGS, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p) {
-    constexpr int BM = 64, BN = 64, THREADS = 128;
+    constexpr int BM = 64 * WGS, BN = 64, THREADS = 128 * WGS;
+    static_assert(WGS == 1 || WGS == 2, "one or two warpgroups");
     constexpr int NT = BN / 8, DT = D / 8;
     constexpr int Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
     // the 128-byte swizzle needs 1024-byte aligned slabs: the host adds 1 KiB of slack
@@ -110,6 +114,7 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
     const int first_pos = t0 + shift;
     const int k_stride = (int)pb.k_stride_s, v_stride = (int)pb.v_stride_s;
     const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+    const unsigned q_rows = (warp >> 2) * 64 * 128;  // this warpgroup's 64 rows inside each Q slab
 
     load_q_tile<D, BM, THREADS, true>(q, pb.q_stride_s, t0, t_end, q_base);
     MaskCursor cursor;
@@ -144,7 +149,7 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
-            unsigned q_addr = q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32;
+            unsigned q_addr = q_base + (kk >> 2) * BM * 128 + q_rows + (kk & 3) * 32;
             unsigned k_addr = k_base + (kk >> 2) * BN * 128 + (kk & 3) * 32;
             wgmma_ss<BF16>(acc_slice<NT>(s, 0), smem_desc(q_addr, 16, 1024), smem_desc(k_addr, 16, 1024), kk > 0);
         }
