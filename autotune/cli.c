@@ -59,7 +59,7 @@ static const char usage_text[] =
     "  --arch A        target GPU: sm_80, sm_86, sm_89, sm_90a, ... (default sm_90a)\n"
     "  --tiles T       tile parameters, e.g. select_rows=32 or block_m=64,block_n=64,warps=4,\n"
     "                  q_in_smem=1,ctas_per_sm=3,impl=0 (default: the built-in heuristic;\n"
-    "                  impl=1 is the sm_90a wgmma kernel)\n"
+    "                  impl=1 is the sm_90a wgmma kernel, impl=2 its warp-specialized form)\n"
     "  --options       also print the module name, NVRTC options and hash to stderr\n"
     "\n"
     "Every subcommand accepts --help. Flag values may be given as '--flag V' or '--flag=V'.\n"

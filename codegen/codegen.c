@@ -102,7 +102,7 @@ const char *va_kernel_version(va_kernel_kind kind) {
 
 static const char *const *spec_templates(const va_kernel_spec *s) {
     if (s->kind == VA_KERNEL_SELECT) return select_templates;
-    return s->impl == 1 ? attention_sm90_templates : attention_templates;
+    return s->impl >= 1 ? attention_sm90_templates : attention_templates;
 }
 
 static char *module_name(const va_kernel_spec *s) {
@@ -112,7 +112,7 @@ static char *module_name(const va_kernel_spec *s) {
                  s->pq, s->bk, s->gk, s->causal, dtype_name(s->dtype), s->select_rows,
                  va_arch_target(s->arch));
     else
-        snprintf(name, sizeof name, "attn%s_d%d_pq%d_bm%d_bn%d_w%d_q%d_o%d_causal%d_%s_%s", s->impl == 1 ? "_wgmma" : "", s->head_dim, s->pq,
+        snprintf(name, sizeof name, "attn%s_d%d_pq%d_bm%d_bn%d_w%d_q%d_o%d_causal%d_%s_%s", s->impl == 2 ? "_ws" : s->impl == 1 ? "_wgmma" : "", s->head_dim, s->pq,
                  s->block_m, s->block_n, s->warps, s->q_in_smem, s->ctas_per_sm, s->causal, dtype_name(s->dtype),
                  va_arch_target(s->arch));
     return strdup(name);
@@ -179,6 +179,13 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
             snprintf(bounds, sizeof bounds, "%d, %d", va_spec_threads(s), s->ctas_per_sm);
         else
             snprintf(bounds, sizeof bounds, "%d", va_spec_threads(s));
+        if (s->impl == 2) {
+            sb_printf(sb,
+                      "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
+                      "    vecattn::attention_ws_body<%d, %d, %d, %d, %s, %s>(p);\n}\n",
+                      bounds, s->head_dim, s->pq, s->block_m / 64, va_spec_stages(s), causal, bf16);
+            return;
+        }
         if (s->impl == 1) {
             sb_printf(sb,
                       "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"

@@ -35,8 +35,9 @@ typedef struct va_kernel_spec {
     int warps;                /* warps per CTA: block_m = 16 * warps * (1 or 2 row atoms per warp) */
     int q_in_smem;            /* 1: re-read Q fragments from shared memory every step (fewer
                                  registers); 0: keep them in registers (one row atom per warp) */
-    int impl;                 /* 0: mma.sync (sm_80+); 1: wgmma (sm_90a; block_m 64, block_n 64,
-                                 4 warps, pq >= 64) */
+    int impl;                 /* 0: mma.sync (sm_80+); 1: wgmma (sm_90a; block_m 64 or 128 =
+                                 a warpgroup per 64 rows, block_n 64, pq >= block_m); 2: wgmma,
+                                 warp-specialized (as 1, plus a producer warp: warps 5 or 9) */
     int ctas_per_sm;          /* 0, or the CTAs per SM the compiler must fit (__launch_bounds__
                                  minimum: caps registers at 64K / (threads * ctas_per_sm)) */
 } va_kernel_spec;
@@ -81,6 +82,9 @@ void va_generated_free(va_generated *gen);
 /* Dynamic shared memory bytes and threads per CTA of an entry point of a spec. */
 int va_spec_threads(const va_kernel_spec *spec);
 size_t va_spec_smem_bytes(const va_kernel_spec *spec);
+
+/* K/V pipeline stages of the warp-specialized attention kernel (impl 2; 1 otherwise). */
+int va_spec_stages(const va_kernel_spec *spec);
 
 /* The "sm_90a"-style target name for an arch number. */
 const char *va_arch_target(int arch);

@@ -64,11 +64,12 @@ __device__ __forceinline__ unsigned mask_word(const KeySet &ks, int w) {
     return w < ks.word_hi ? ((const unsigned *)ks.list)[w] : 0u;
 }
 
-__device__ __forceinline__ void mask_start(const KeySet &ks, MaskCursor &cur) {
+// `decoder`: this thread's warp is the one that decodes (warp 0 unless a producer warp does).
+__device__ __forceinline__ void mask_start(const KeySet &ks, MaskCursor &cur, bool decoder = threadIdx.x < 32) {
     const int lane = threadIdx.x & 31;
     cur.base = ks.word_lo;
-    cur.win = threadIdx.x < 32 ? mask_word(ks, cur.base + lane) : 0u;
-    cur.next = threadIdx.x < 32 ? mask_word(ks, cur.base + 32 + lane) : 0u;
+    cur.win = decoder ? mask_word(ks, cur.base + lane) : 0u;
+    cur.next = decoder ? mask_word(ks, cur.base + 32 + lane) : 0u;
 }
 
 // Warp 0: the next n selected keys, in key order, into out[0, n), and -1 into out[n, slots)
@@ -158,17 +159,20 @@ __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b
 // (past the end of the key set, or possibly after a row's causal limit `first_pos`). With a
 // bit mask, warp 0 decodes the slots after the forced keys (selected keys are candidates,
 // all before the block's first row, so only the -1 padding needs the mask).
+// THREADS threads take part, `tid` being this one's index among them and the warp of `decoder`
+// decoding the mask.
 template <int BN, int THREADS, bool CAUSAL>
 __device__ __forceinline__ int fill_positions(const KeySet &ks, int step, int *pos, int first_pos,
-                                              MaskCursor &cur) {
+                                              MaskCursor &cur, int tid = threadIdx.x,
+                                              bool decoder = threadIdx.x < 32) {
     int need_mask = 0;
     const int direct = ks.is_mask() ? min(max(ks.forced() - step * BN, 0), BN) : BN;
-    for (int n = threadIdx.x; n < direct; n += THREADS) {
+    for (int n = tid; n < direct; n += THREADS) {
         int kp = ks.position(step * BN + n);
         pos[n] = kp;
         need_mask |= kp < 0 || (CAUSAL && kp > first_pos);
     }
-    if (direct < BN && threadIdx.x < 32) {  // never more keys than counted, whatever the words hold
+    if (direct < BN && decoder) {  // never more keys than counted, whatever the words hold
         const int handed_out = max(step * BN - ks.forced(), 0);
         need_mask |= mask_decode(ks, cur, pos + direct, min(BN - direct, ks.count - handed_out), BN - direct);
     }
@@ -185,15 +189,16 @@ __device__ __forceinline__ unsigned tile_offset(int row, int chunk) {
     return (unsigned)((chunk >> 3) * ROWS * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
 }
 
+// The copies of thread `tid` of THREADS, not committed.
 template <int D, int BN, int THREADS, bool SLABS = false>
-__device__ __forceinline__ void gather_rows(const elem_t *src, int stride_s, const int *pos, unsigned dst) {
+__device__ __forceinline__ void gather_rows_by(int tid, const elem_t *src, int stride_s, const int *pos, unsigned dst) {
     // Each thread always copies the same 16-byte piece of every (THREADS / RC)-th row, so the
     // piece offset and the swizzle are loop invariants; the row offset is one 32x32->64
     // multiply (strides are below 2^31 elements, checked on the host).
     constexpr int RC = D / 8;
     constexpr int ROWS_PER_PASS = THREADS / RC;
     static_assert(THREADS % RC == 0, "a pass covers whole rows");
-    const int piece = threadIdx.x % RC, row0 = threadIdx.x / RC;
+    const int piece = tid % RC, row0 = tid / RC;
     const elem_t *base = src + piece * 8;
 #pragma unroll
     for (int row = row0; row < BN; row += ROWS_PER_PASS) {
@@ -201,6 +206,11 @@ __device__ __forceinline__ void gather_rows(const elem_t *src, int stride_s, con
         const elem_t *from = base + (kp >= 0 ? (long long)kp * stride_s : 0);
         cp_async_16(dst + tile_offset<RC, BN, SLABS>(row, piece), from, kp >= 0);
     }
+}
+
+template <int D, int BN, int THREADS, bool SLABS = false>
+__device__ __forceinline__ void gather_rows(const elem_t *src, int stride_s, const int *pos, unsigned dst) {
+    gather_rows_by<D, BN, THREADS, SLABS>(threadIdx.x, src, stride_s, pos, dst);
     cp_async_commit();
 }
 
@@ -208,7 +218,7 @@ __device__ __forceinline__ void gather_rows(const elem_t *src, int stride_s, con
 template <int D, int BM, int THREADS, bool SLABS = false>
 __device__ __forceinline__ void load_q_tile(const elem_t *q, long long stride_s, int t0, int t_end, unsigned dst) {
     constexpr int RC = D / 8;
-    for (int idx = threadIdx.x; idx < BM * RC; idx += THREADS) {
+    for (int idx = threadIdx.x; idx < BM * RC; idx += THREADS) {  // threads 0 .. THREADS - 1
         int row = idx / RC, piece = idx % RC;
         int t = t0 + row;
         const elem_t *from = q + (t < t_end ? (long long)t * stride_s + piece * 8 : 0);

@@ -25,6 +25,33 @@ __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.a
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 
+// ---- mbarriers (the warp-specialized kernel) ----------------------------------------------
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// One arrival (release: this thread's earlier shared-memory writes and reads are ordered first).
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// One arrival, made by the hardware once all of this thread's earlier cp.async copies landed.
+__device__ __forceinline__ void mbar_arrive_copies(unsigned bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// Wait (acquire) until the phase of parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    unsigned done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte
 // offsets (each >> 4), layout type 1 in bits 62-63. Slabs start on 1024-byte boundaries, so
 // the base offset field stays 0.
@@ -178,6 +205,133 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
         }
         wgmma_commit();
         wgmma_wait_all();
+    }
+
+    write_atom<DT, BF16>(p, b, h, t0 + warp * 16, t_end, o, row_max, row_sum);
+}
+
+// ---- the warp-specialized kernel (impl 2) --------------------------------------------------
+//
+// NC consumer warpgroups (64 query rows each, sharing every K/V tile) and one producer warp.
+// The producer walks the key set STAGES steps ahead of the consumers: it writes a step's
+// positions (decoding the mask), gathers its K and V rows with cp.async into the stage's
+// buffers and arrives on the stage's `full` barrier twice per lane: once at once (the
+// positions) and once when its copies have landed (cp.async.mbarrier.arrive). The consumers
+// wait on `full`, run S = Q K^T, the softmax and O += P V as the wgmma kernel above does, and
+// release the stage on `empty` (one lane per warp). No CTA-wide barrier in the loop: gathers,
+// mask decoding and their latencies leave the consumers' instruction stream.
+template <int D, int PQ, int NC, int STAGES, bool CAUSAL, bool BF16>
+__device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) {
+    constexpr int BM = 64 * NC, BN = 64, CONSUMERS = 128 * NC;
+    constexpr int NT = BN / 8, DT = D / 8;
+    constexpr int Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
+    static_assert(NC == 1 || NC == 2, "one or two consumer warpgroups");
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    unsigned char *smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
+    const unsigned q_base = smem_addr(smem);
+    const unsigned k_base = q_base + Q_BYTES;              // stage s: + s * KV_BYTES
+    const unsigned v_base = k_base + STAGES * KV_BYTES;
+    int *positions = (int *)(smem + Q_BYTES + 2 * STAGES * KV_BYTES);  // [STAGES][BN]
+    int *flags = positions + STAGES * BN;                              // [STAGES]: a key needs the mask
+    const unsigned bars = (smem_addr(flags + STAGES) + 7u) & ~7u;      // full[STAGES], empty[STAGES]
+
+    const vecattn_problem &pb = p.pb;
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (pb.heads_q / pb.heads_kv);
+    constexpr int SPLIT = PQ / BM;
+    const int cta = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest first
+    const int i = pb.qblock_begin + cta / SPLIT;
+    const int t0 = i * PQ + (cta % SPLIT) * BM;
+    const int t_end = min(min(t0 + BM, i * PQ + PQ), pb.seq_q);
+    if (t0 >= t_end) return;
+    const int shift = pb.seq_k - pb.seq_q;
+    const KeySet keys = block_keys<PQ, CAUSAL>(p, b, h, i, t_end - 1 + shift);
+    const int steps = (keys.total() + BN - 1) / BN;
+    const int first_pos = t0 + shift;
+    const int lane = threadIdx.x & 31;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(bars + 8 * s, 64);                 // the producer's lanes, twice each
+            mbar_init(bars + 8 * (STAGES + s), 4 * NC);  // a lane per consumer warp
+        }
+    }
+    __syncthreads();
+
+    if (threadIdx.x >= CONSUMERS) {  // the producer warp
+        const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;
+        const elem_t *v = (const elem_t *)pb.v + b * pb.v_stride_b + hk * pb.v_stride_h;
+        const int k_stride = (int)pb.k_stride_s, v_stride = (int)pb.v_stride_s;
+        MaskCursor cursor;
+        mask_start(keys, cursor, true);
+        for (int step = 0; step < steps; ++step) {
+            const int s = step % STAGES;
+            if (step >= STAGES) mbar_wait(bars + 8 * (STAGES + s), ((step / STAGES) + 1) & 1);
+            int *pos = positions + s * BN;
+            int need_mask = fill_positions<BN, 32, CAUSAL>(keys, step, pos, first_pos, cursor, lane, true);
+            need_mask = __any_sync(0xffffffffu, need_mask);
+            if (lane == 0) flags[s] = need_mask;
+            __syncwarp();  // every lane's positions, before the gathers read them
+            mbar_arrive(bars + 8 * s);
+            gather_rows_by<D, BN, 32, true>(lane, k, k_stride, pos, k_base + s * KV_BYTES);
+            gather_rows_by<D, BN, 32, true>(lane, v, v_stride, pos, v_base + s * KV_BYTES);
+            mbar_arrive_copies(bars + 8 * s);
+        }
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+        return;
+    }
+
+    // the consumers
+    const elem_t *q = (const elem_t *)pb.q + b * pb.q_stride_b + h * pb.q_stride_h;
+    const int warp = threadIdx.x >> 5, g = lane >> 2;
+    const unsigned q_rows = (warp >> 2) * 64 * 128;  // this warpgroup's 64 rows inside each Q slab
+    load_q_tile<D, BM, CONSUMERS, true>(q, pb.q_stride_s, t0, t_end, q_base);
+    cp_async_wait<0>();
+    fence_proxy_async();
+    named_barrier_sync(1, CONSUMERS);
+
+    float o[DT][4];
+#pragma unroll
+    for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float row_max[2] = {-VA_INF, -VA_INF}, row_sum[2] = {0.0f, 0.0f};
+    const int pos_row[2] = {t0 + warp * 16 + g + shift, t0 + warp * 16 + g + 8 + shift};
+
+    for (int step = 0; step < steps; ++step) {
+        const int s = step % STAGES;
+        mbar_wait(bars + 8 * s, (step / STAGES) & 1);
+        fence_proxy_async();  // the producer's generic-proxy copies, before wgmma reads them
+        const int *pos = positions + s * BN;
+        const int need_mask = flags[s];
+        const unsigned k_tile = k_base + s * KV_BYTES, v_tile = v_base + s * KV_BYTES;
+
+        float sc[NT][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            unsigned q_addr = q_base + (kk >> 2) * BM * 128 + q_rows + (kk & 3) * 32;
+            unsigned k_addr = k_tile + (kk >> 2) * BN * 128 + (kk & 3) * 32;
+            wgmma_ss<BF16>(acc_slice<NT>(sc, 0), smem_desc(q_addr, 16, 1024), smem_desc(k_addr, 16, 1024), kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+
+        softmax_step<NT, DT, CAUSAL>(sc, o, row_max, row_sum, pos_row, pos, need_mask, p.scale_log2);
+
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            unsigned a[4];
+            pack_p<BF16, NT>(sc, kk, a);
+#pragma unroll
+            for (int half = 0; half < D / 64; ++half) {
+                unsigned v_addr = v_tile + half * BN * 128 + kk * 2048;
+                wgmma_rs<BF16>(acc_slice<DT>(o, half * 8), a, smem_desc(v_addr, BN * 128, 1024));
+            }
+        }
+        wgmma_commit();
+        wgmma_wait_all();
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bars + 8 * (STAGES + s));  // the stage may be refilled
     }
 
     write_atom<DT, BF16>(p, b, h, t0 + warp * 16, t_end, o, row_max, row_sum);
