@@ -230,10 +230,12 @@ __device__ __forceinline__ void load_q_tile(const elem_t *q, long long stride_s,
 // One step of the online softmax for one 16-row atom: mask (when some key of the step may
 // need it), row max, P = exp2(S * scale_log2 - max * scale_log2) in place of S, the running
 // sums, and the rescale of O. Scores are in raw units (scale > 0), so the max needs no scale.
-template <int NT, int DT, bool CAUSAL>
-__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[DT][4], float (&row_max)[2],
-                                             float (&row_sum)[2], const int (&pos_row)[2], const int *pos,
-                                             int need_mask, float scale_log2) {
+// softmax_scores does all but the rescale of O, and returns its factors in scale_old: the
+// warp-specialized kernel runs it while O is still being accumulated by the tensor cores.
+template <int NT, bool CAUSAL>
+__device__ __forceinline__ void softmax_scores(float (&s)[NT][4], float (&row_max)[2], float (&row_sum)[2],
+                                               const int (&pos_row)[2], const int *pos, int need_mask,
+                                               float scale_log2, float (&scale_old)[2]) {
     const int c = threadIdx.x & 3;
     float step_max[2] = {-VA_INF, -VA_INF};
 #pragma unroll
@@ -247,7 +249,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[DT][4
             step_max[e >> 1] = fmaxf(step_max[e >> 1], s[j][e]);
         }
     }
-    float scale_old[2], bias[2];
+    float bias[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         step_max[r] = fmaxf(step_max[r], __shfl_xor_sync(0xffffffffu, step_max[r], 1));
@@ -270,6 +272,10 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[DT][4
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * scale_old[r] + step_sum[r];
+}
+
+template <int DT>
+__device__ __forceinline__ void rescale_o(float (&o)[DT][4], const float (&scale_old)[2]) {
 #pragma unroll
     for (int j = 0; j < DT; ++j) {
         o[j][0] *= scale_old[0];
@@ -277,6 +283,15 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[DT][4
         o[j][2] *= scale_old[1];
         o[j][3] *= scale_old[1];
     }
+}
+
+template <int NT, int DT, bool CAUSAL>
+__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[DT][4], float (&row_max)[2],
+                                             float (&row_sum)[2], const int (&pos_row)[2], const int *pos,
+                                             int need_mask, float scale_log2) {
+    float scale_old[2];
+    softmax_scores<NT, CAUSAL>(s, row_max, row_sum, pos_row, pos, need_mask, scale_log2, scale_old);
+    rescale_o<DT>(o, scale_old);
 }
 
 // The A fragments (16 rows x 16 keys, keys 16 kk ..) of P, packed from the S accumulators.

@@ -24,6 +24,8 @@ __device__ __forceinline__ void fence_proxy_async() {
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
 // ---- mbarriers (the warp-specialized kernel) ----------------------------------------------
 __device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
@@ -210,6 +212,17 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
     write_atom<DT, BF16>(p, b, h, t0 + warp * 16, t_end, o, row_max, row_sum);
 }
 
+// O (+)= P V for one 64-key step: P's A fragments in registers, V [keys][d] as the transposed B
+// operand (16 keys per k step = 2048 bytes; each 64-column half of D is one slab).
+template <int D, int BN, bool BF16>
+__device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&pa)[BN / 16][4], unsigned v_tile) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+        for (int half = 0; half < D / 64; ++half)
+            wgmma_rs<BF16>(acc_slice<D / 8>(o, half * 8), pa[kk], smem_desc(v_tile + half * BN * 128 + kk * 2048, BN * 128, 1024));
+}
+
 // ---- the warp-specialized kernel (impl 2) --------------------------------------------------
 //
 // NC consumer warpgroups (64 query rows each, sharing every K/V tile) and one producer warp.
@@ -296,16 +309,14 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
     float row_max[2] = {-VA_INF, -VA_INF}, row_sum[2] = {0.0f, 0.0f};
     const int pos_row[2] = {t0 + warp * 16 + g + shift, t0 + warp * 16 + g + 8 + shift};
 
-    for (int step = 0; step < steps; ++step) {
+    // S(step + 1) = Q K(step + 1) is issued with O += P(step) V(step), and its softmax runs
+    // while P V is still on the tensor cores (FlashAttention-3's intra-warpgroup overlap); the
+    // rescale of O waits for P V.
+    auto issue_s = [&](float (&sc)[NT][4], int step) {
         const int s = step % STAGES;
         mbar_wait(bars + 8 * s, (step / STAGES) & 1);
         fence_proxy_async();  // the producer's generic-proxy copies, before wgmma reads them
-        const int *pos = positions + s * BN;
-        const int need_mask = flags[s];
-        const unsigned k_tile = k_base + s * KV_BYTES, v_tile = v_base + s * KV_BYTES;
-
-        float sc[NT][4];
-        wgmma_fence();
+        const unsigned k_tile = k_base + s * KV_BYTES;
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
             unsigned q_addr = q_base + (kk >> 2) * BM * 128 + q_rows + (kk & 3) * 32;
@@ -313,25 +324,46 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
             wgmma_ss<BF16>(acc_slice<NT>(sc, 0), smem_desc(q_addr, 16, 1024), smem_desc(k_addr, 16, 1024), kk > 0);
         }
         wgmma_commit();
-        wgmma_wait_all();
-
-        softmax_step<NT, DT, CAUSAL>(sc, o, row_max, row_sum, pos_row, pos, need_mask, p.scale_log2);
-
+    };
+    float sc[NT][4], scale_old[2];
+    if (steps > 0) {
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            unsigned a[4];
-            pack_p<BF16, NT>(sc, kk, a);
-#pragma unroll
-            for (int half = 0; half < D / 64; ++half) {
-                unsigned v_addr = v_tile + half * BN * 128 + kk * 2048;
-                wgmma_rs<BF16>(acc_slice<DT>(o, half * 8), a, smem_desc(v_addr, BN * 128, 1024));
-            }
-        }
-        wgmma_commit();
-        wgmma_wait_all();
+        issue_s(sc, 0);
+        wgmma_wait<0>();
+        softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions, flags[0], p.scale_log2, scale_old);
+    }
+    auto release = [&](int step) {
         __syncwarp();
-        if (lane == 0) mbar_arrive(bars + 8 * (STAGES + s));  // the stage may be refilled
+        if (lane == 0) mbar_arrive(bars + 8 * (STAGES + step % STAGES));  // the stage may be refilled
+    };
+    // every step but the last issues the next S with it (unconditionally: ptxas keeps the two
+    // GEMMs apart only when the count of wgmma groups in flight is the same on every path)
+    for (int step = 0; step + 1 < steps; ++step) {
+        unsigned pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) pack_p<BF16, NT>(sc, kk, pa[kk]);
+        wgmma_fence();
+        issue_s(sc, step + 1);
+        wgmma_fence();
+        pv_gemm<D, BN, BF16>(o, pa, v_base + (step % STAGES) * KV_BYTES);
+        wgmma_commit();
+        wgmma_wait<1>();  // S(step + 1); P V(step) may still run
+        const int s_next = (step + 1) % STAGES;
+        softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions + s_next * BN, flags[s_next],
+                                   p.scale_log2, scale_old);
+        wgmma_wait<0>();
+        release(step);
+        rescale_o<DT>(o, scale_old);
+    }
+    if (steps > 0) {
+        unsigned pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) pack_p<BF16, NT>(sc, kk, pa[kk]);
+        wgmma_fence();
+        pv_gemm<D, BN, BF16>(o, pa, v_base + ((steps - 1) % STAGES) * KV_BYTES);
+        wgmma_commit();
+        wgmma_wait<0>();
+        release(steps - 1);
     }
 
     write_atom<DT, BF16>(p, b, h, t0 + warp * 16, t_end, o, row_max, row_sum);
