@@ -28,7 +28,7 @@ typedef struct va_kernel_spec {
     int causal;
     int pq, bk, gk;           /* semantic blocking (selection uses all, attention uses pq) */
     /* selection tiles */
-    int select_rows;          /* pooled query rows per CTA: 16, 32 or 64 */
+    int select_rows;          /* pooled query rows per CTA: 16, 32, 64 or 128 */
     /* attention tiles */
     int block_m;              /* query rows per CTA: divides pq */
     int block_n;              /* keys per inner step: 32 or 64 */

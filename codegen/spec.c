@@ -122,8 +122,8 @@ static vecattn_status validate_select(const va_kernel_spec *s, char *msg, size_t
         return BAD("gk %d must be >= 1 with gk * bk <= 2^30", s->gk);
     if (s->causal && (s->bk > s->pq || s->pq % s->bk != 0))
         return BAD("causal selection needs bk <= pq and pq %% bk == 0 (bk %d, pq %d)", s->bk, s->pq);
-    if (!is_pow2_between(s->select_rows, 16, 64))
-        return BAD("select_rows %d is not one of 16, 32, 64", s->select_rows);
+    if (!is_pow2_between(s->select_rows, 16, 128))
+        return BAD("select_rows %d is not one of 16, 32, 64, 128", s->select_rows);
     return VECATTN_OK;
 }
 
@@ -240,7 +240,7 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
     int n = 0;
     va_kernel_spec s = *base;
     if (base->kind == VA_KERNEL_SELECT) {
-        for (int rows = 16; rows <= 64; rows *= 2) {
+        for (int rows = 16; rows <= 128; rows *= 2) {
             s.select_rows = rows;
             add_if_valid(&s, out, max, &n);
         }

@@ -186,7 +186,7 @@ __device__ __forceinline__ void select_chunk(float (&acc)[KC / 8][4], int c0, bo
 template <int D, int PQ, int BK, int GK, bool CAUSAL, bool BF16, int ROWS, int MODE>
 __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     using S = SelectShape<D, BK, ROWS>;
-    static_assert(ROWS == 16 || ROWS == 32 || ROWS == 64, "16, 32 or 64 pooled rows per CTA");
+    static_assert(ROWS == 16 || ROWS == 32 || ROWS == 64 || ROWS == 128, "16, 32, 64 or 128 pooled rows per CTA");
     extern __shared__ __align__(128) unsigned char smem[];
     unsigned char *q_tile = smem;
     unsigned char *k_bufs = smem + S::Q_BYTES;  // two key buffers of K_BYTES
