@@ -182,8 +182,9 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
         if (s->impl == 2) {
             sb_printf(sb,
                       "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
-                      "    vecattn::attention_ws_body<%d, %d, %d, %d, %s, %s>(p);\n}\n",
-                      bounds, s->head_dim, s->pq, s->block_m / 64, va_spec_stages(s), causal, bf16);
+                      "    vecattn::attention_ws_body<%d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
+                      bounds, s->head_dim, s->pq, s->block_m / 64, s->warps - s->block_m / 16, va_spec_stages(s),
+                      causal, bf16);
             return;
         }
         if (s->impl == 1) {

@@ -90,7 +90,8 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
     size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
     if (s->impl == 2) { /* Q | K stages | V stages | positions, flags | 2 mbarriers per stage */
         size_t stages = (size_t)va_spec_stages(s);
-        return 1024 + bm * d * 2 + stages * (2 * bn * d * 2 + bn * 4 + 4) + 8 + stages * 16;
+        size_t producer_warps = (size_t)(s->warps - s->block_m / 16);
+        return 1024 + bm * d * 2 + stages * (2 * bn * d * 2 + bn * 4 + 4 * producer_warps) + 8 + stages * 16;
     }
     size_t align_slack = s->impl == 1 ? 1024 : 0;  /* wgmma tiles start on 1024-byte boundaries */
     return bm * d * 2 + 2 * bn * d * 2 + 2 * bn * 4 + align_slack;
@@ -135,10 +136,13 @@ static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, siz
     if (s->impl < 0 || s->impl > 2)
         return BAD("impl %d is not 0 (mma.sync), 1 (wgmma) or 2 (wgmma, warp-specialized)", s->impl);
     if (s->impl == 2) {
+        int producer_warps = s->warps - s->block_m / 16;
         if (s->arch != 90 || (s->block_m != 64 && s->block_m != 128) || s->block_n != 64 ||
-            s->warps != s->block_m / 16 + 1 || s->pq < s->block_m || s->q_in_smem != 0)
-            return BAD("impl 2 (warp-specialized wgmma) needs sm_90a, block_m 64 or 128, warps 5 or 9 "
-                       "(a warpgroup per 64 rows and a producer warp), block_n 64, q_in_smem 0 and pq >= block_m");
+            (producer_warps != 1 && producer_warps != 2 && producer_warps != 4) || s->pq < s->block_m ||
+            s->q_in_smem != 0)
+            return BAD("impl 2 (warp-specialized wgmma) needs sm_90a, block_m 64 or 128, warps = block_m / 16 "
+                       "+ 1, 2 or 4 (a warpgroup per 64 rows and the producer warps), block_n 64, q_in_smem 0 "
+                       "and pq >= block_m");
         if (s->ctas_per_sm < 0 || s->ctas_per_sm > 2) return BAD("ctas_per_sm %d is not in 0..2", s->ctas_per_sm);
         return VECATTN_OK;
     }
@@ -264,9 +268,10 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
             add_if_valid(&s, out, max, &n);
         }
     s.impl = 2; /* warp-specialized: 2 CTAs per SM of one warpgroup, 1 of two */
-    for (int wgs = 1; wgs <= 2; ++wgs) {
-        s.block_m = 64 * wgs, s.warps = 4 * wgs + 1, s.ctas_per_sm = 3 - wgs;
-        add_if_valid(&s, out, max, &n);
-    }
+    for (int wgs = 1; wgs <= 2; ++wgs)
+        for (int producers = 1; producers <= 4; producers *= 2) {
+            s.block_m = 64 * wgs, s.warps = 4 * wgs + producers, s.ctas_per_sm = 3 - wgs;
+            add_if_valid(&s, out, max, &n);
+        }
     return n;
 }

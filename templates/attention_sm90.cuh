@@ -225,17 +225,18 @@ __device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&p
 
 // ---- the warp-specialized kernel (impl 2) --------------------------------------------------
 //
-// NC consumer warpgroups (64 query rows each, sharing every K/V tile) and one producer warp.
-// The producer walks the key set STAGES steps ahead of the consumers: it writes a step's
-// positions (decoding the mask), gathers its K and V rows with cp.async into the stage's
-// buffers and arrives on the stage's `full` barrier twice per lane: once at once (the
-// positions) and once when its copies have landed (cp.async.mbarrier.arrive). The consumers
+// NC consumer warpgroups (64 query rows each, sharing every K/V tile) and PW producer warps.
+// The producers walk the key set STAGES steps ahead of the consumers: they write a step's
+// positions (the first producer warp decodes the mask), gather its K and V rows with
+// cp.async into the stage's buffers and arrive on the stage's `full` barrier twice per
+// thread: once at once (the positions) and once when its copies have landed
+// (cp.async.mbarrier.arrive). The consumers
 // wait on `full`, run S = Q K^T, the softmax and O += P V as the wgmma kernel above does, and
 // release the stage on `empty` (one lane per warp). No CTA-wide barrier in the loop: gathers,
 // mask decoding and their latencies leave the consumers' instruction stream.
-template <int D, int PQ, int NC, int STAGES, bool CAUSAL, bool BF16>
+template <int D, int PQ, int NC, int PW, int STAGES, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) {
-    constexpr int BM = 64 * NC, BN = 64, CONSUMERS = 128 * NC;
+    constexpr int BM = 64 * NC, BN = 64, CONSUMERS = 128 * NC, PRODUCERS = 32 * PW;
     constexpr int NT = BN / 8, DT = D / 8;
     constexpr int Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
     static_assert(NC == 1 || NC == 2, "one or two consumer warpgroups");
@@ -245,8 +246,8 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
     const unsigned k_base = q_base + Q_BYTES;              // stage s: + s * KV_BYTES
     const unsigned v_base = k_base + STAGES * KV_BYTES;
     int *positions = (int *)(smem + Q_BYTES + 2 * STAGES * KV_BYTES);  // [STAGES][BN]
-    int *flags = positions + STAGES * BN;                              // [STAGES]: a key needs the mask
-    const unsigned bars = (smem_addr(flags + STAGES) + 7u) & ~7u;      // full[STAGES], empty[STAGES]
+    int *flags = positions + STAGES * BN;                              // [STAGES][PW]: a key needs the mask
+    const unsigned bars = (smem_addr(flags + STAGES * PW) + 7u) & ~7u; // full[STAGES], empty[STAGES]
 
     const vecattn_problem &pb = p.pb;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -265,29 +266,33 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
-            mbar_init(bars + 8 * s, 64);                 // the producer's lanes, twice each
+            mbar_init(bars + 8 * s, 2 * PRODUCERS);      // each producer thread twice
             mbar_init(bars + 8 * (STAGES + s), 4 * NC);  // a lane per consumer warp
         }
     }
     __syncthreads();
 
-    if (threadIdx.x >= CONSUMERS) {  // the producer warp
+    if (threadIdx.x >= CONSUMERS) {  // the producer warps
+        const int ptid = threadIdx.x - CONSUMERS;
         const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;
         const elem_t *v = (const elem_t *)pb.v + b * pb.v_stride_b + hk * pb.v_stride_h;
         const int k_stride = (int)pb.k_stride_s, v_stride = (int)pb.v_stride_s;
         MaskCursor cursor;
-        mask_start(keys, cursor, true);
+        mask_start(keys, cursor, ptid < 32);
         for (int step = 0; step < steps; ++step) {
             const int s = step % STAGES;
             if (step >= STAGES) mbar_wait(bars + 8 * (STAGES + s), ((step / STAGES) + 1) & 1);
             int *pos = positions + s * BN;
-            int need_mask = fill_positions<BN, 32, CAUSAL>(keys, step, pos, first_pos, cursor, lane, true);
+            int need_mask = fill_positions<BN, PRODUCERS, CAUSAL>(keys, step, pos, first_pos, cursor, ptid, ptid < 32);
             need_mask = __any_sync(0xffffffffu, need_mask);
-            if (lane == 0) flags[s] = need_mask;
-            __syncwarp();  // every lane's positions, before the gathers read them
+            if (lane == 0) flags[s * PW + (ptid >> 5)] = need_mask;
+            if (PW > 1)  // every thread's positions, before the gathers read them
+                named_barrier_sync(2, PRODUCERS);
+            else
+                __syncwarp();
             mbar_arrive(bars + 8 * s);
-            gather_rows_by<D, BN, 32, true>(lane, k, k_stride, pos, k_base + s * KV_BYTES);
-            gather_rows_by<D, BN, 32, true>(lane, v, v_stride, pos, v_base + s * KV_BYTES);
+            gather_rows_by<D, BN, PRODUCERS, true>(ptid, k, k_stride, pos, k_base + s * KV_BYTES);
+            gather_rows_by<D, BN, PRODUCERS, true>(ptid, v, v_stride, pos, v_base + s * KV_BYTES);
             mbar_arrive_copies(bars + 8 * s);
         }
         asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -325,12 +330,18 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         }
         wgmma_commit();
     };
+    auto any_flag = [&](int s) {
+        int f = 0;
+#pragma unroll
+        for (int w = 0; w < PW; ++w) f |= flags[s * PW + w];
+        return f;
+    };
     float sc[NT][4], scale_old[2];
     if (steps > 0) {
         wgmma_fence();
         issue_s(sc, 0);
         wgmma_wait<0>();
-        softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions, flags[0], p.scale_log2, scale_old);
+        softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions, any_flag(0), p.scale_log2, scale_old);
     }
     auto release = [&](int step) {
         __syncwarp();
@@ -349,7 +360,7 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         wgmma_commit();
         wgmma_wait<1>();  // S(step + 1); P V(step) may still run
         const int s_next = (step + 1) % STAGES;
-        softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions + s_next * BN, flags[s_next],
+        softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions + s_next * BN, any_flag(s_next),
                                    p.scale_log2, scale_old);
         wgmma_wait<0>();
         release(step);
