@@ -154,6 +154,25 @@ static int emit_templates(strbuf *sb, const va_kernel_spec *s, char *msg, size_t
     return 1;
 }
 
+/*
+** Register split of the warp-specialized kernel when its producers are whole warpgroups
+** (setmaxnreg works per warpgroup): each thread starts with the launch bound's share of the
+** register file, 64K / (threads * CTAs per SM) in steps of 8, which ptxas allocates when the
+** kernel uses setmaxnreg; the producers drop to 40 and the consumers take what that frees.
+** 0, 0: no setmaxnreg.
+*/
+static void ws_registers(const va_kernel_spec *s, int *producer_regs, int *consumer_regs) {
+    int producer_warps = s->warps - s->block_m / 16, consumers = s->block_m * 2;
+    int threads = va_spec_threads(s), ctas = s->ctas_per_sm > 0 ? s->ctas_per_sm : 1;
+    *producer_regs = *consumer_regs = 0;
+    if (producer_warps % 4 != 0) return;
+    int launch = 65536 / (threads * ctas) / 8 * 8;
+    if (launch > 255) launch = 248;
+    int consumer = (threads * launch - 32 * producer_warps * 40) / consumers / 8 * 8;
+    if (consumer > 240) consumer = 240;
+    *producer_regs = 40, *consumer_regs = consumer;
+}
+
 static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
     const char *bf16 = s->dtype == VECATTN_BF16 ? "true" : "false";
     const char *causal = s->causal ? "true" : "false";
@@ -180,11 +199,13 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
         else
             snprintf(bounds, sizeof bounds, "%d", va_spec_threads(s));
         if (s->impl == 2) {
+            int producer_regs, consumer_regs;
+            ws_registers(s, &producer_regs, &consumer_regs);
             sb_printf(sb,
                       "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
-                      "    vecattn::attention_ws_body<%d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
+                      "    vecattn::attention_ws_body<%d, %d, %d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
                       bounds, s->head_dim, s->pq, s->block_m / 64, s->warps - s->block_m / 16, va_spec_stages(s),
-                      causal, bf16);
+                      producer_regs, consumer_regs, causal, bf16);
             return;
         }
         if (s->impl == 1) {

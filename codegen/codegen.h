@@ -37,7 +37,7 @@ typedef struct va_kernel_spec {
                                  registers); 0: keep them in registers (one row atom per warp) */
     int impl;                 /* 0: mma.sync (sm_80+); 1: wgmma (sm_90a; block_m 64 or 128 =
                                  a warpgroup per 64 rows, block_n 64, pq >= block_m); 2: wgmma,
-                                 warp-specialized (as 1, plus 1, 2 or 4 producer warps) */
+                                 warp-specialized (as 1, plus 1, 2, 4 or 8 producer warps) */
     int ctas_per_sm;          /* 0, or the CTAs per SM the compiler must fit (__launch_bounds__
                                  minimum: caps registers at 64K / (threads * ctas_per_sm)) */
 } va_kernel_spec;

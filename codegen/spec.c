@@ -138,10 +138,11 @@ static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, siz
     if (s->impl == 2) {
         int producer_warps = s->warps - s->block_m / 16;
         if (s->arch != 90 || (s->block_m != 64 && s->block_m != 128) || s->block_n != 64 ||
-            (producer_warps != 1 && producer_warps != 2 && producer_warps != 4) || s->pq < s->block_m ||
+            (producer_warps != 1 && producer_warps != 2 && producer_warps != 4 && producer_warps != 8) ||
+            s->pq < s->block_m ||
             s->q_in_smem != 0)
             return BAD("impl 2 (warp-specialized wgmma) needs sm_90a, block_m 64 or 128, warps = block_m / 16 "
-                       "+ 1, 2 or 4 (a warpgroup per 64 rows and the producer warps), block_n 64, q_in_smem 0 "
+                       "+ 1, 2, 4 or 8 (a warpgroup per 64 rows and the producer warps), block_n 64, q_in_smem 0 "
                        "and pq >= block_m");
         if (s->ctas_per_sm < 0 || s->ctas_per_sm > 2) return BAD("ctas_per_sm %d is not in 0..2", s->ctas_per_sm);
         return VECATTN_OK;
@@ -269,7 +270,7 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
         }
     s.impl = 2; /* warp-specialized: 2 CTAs per SM of one warpgroup, 1 of two */
     for (int wgs = 1; wgs <= 2; ++wgs)
-        for (int producers = 1; producers <= 4; producers *= 2) {
+        for (int producers = 1; producers <= 8; producers *= 2) {
             s.block_m = 64 * wgs, s.warps = 4 * wgs + producers, s.ctas_per_sm = 3 - wgs;
             add_if_valid(&s, out, max, &n);
         }

@@ -234,7 +234,11 @@ __device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&p
 // wait on `full`, run S = Q K^T, the softmax and O += P V as the wgmma kernel above does, and
 // release the stage on `empty` (one lane per warp). No CTA-wide barrier in the loop: gathers,
 // mask decoding and their latencies leave the consumers' instruction stream.
-template <int D, int PQ, int NC, int PW, int STAGES, bool CAUSAL, bool BF16>
+//
+// With whole producer warpgroups, PREGS > 0: the producers give registers back (setmaxnreg)
+// and the consumers take CREGS each; the generator computes both from the CTA's launch
+// registers, so that the consumers' increase never waits for registers that are not there.
+template <int D, int PQ, int NC, int PW, int STAGES, int PREGS, int CREGS, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) {
     constexpr int BM = 64 * NC, BN = 64, CONSUMERS = 128 * NC, PRODUCERS = 32 * PW;
     constexpr int NT = BN / 8, DT = D / 8;
@@ -273,6 +277,7 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
     __syncthreads();
 
     if (threadIdx.x >= CONSUMERS) {  // the producer warps
+        if (PREGS > 0) asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PREGS > 0 ? PREGS : 24) : "memory");
         const int ptid = threadIdx.x - CONSUMERS;
         const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;
         const elem_t *v = (const elem_t *)pb.v + b * pb.v_stride_b + hk * pb.v_stride_h;
@@ -300,6 +305,7 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
     }
 
     // the consumers
+    if (CREGS > 0) asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CREGS > 0 ? CREGS : 256) : "memory");
     const elem_t *q = (const elem_t *)pb.q + b * pb.q_stride_b + h * pb.q_stride_h;
     const int warp = threadIdx.x >> 5, g = lane >> 2;
     const unsigned q_rows = (warp >> 2) * 64 * 128;  // this warpgroup's 64 rows inside each Q slab
