@@ -105,17 +105,19 @@ static void check_candidates(void) {
     va_spec_default_attention(&base, 90, VECATTN_BF16, 128, 1, 64);
     int n = va_spec_candidates(&base, cand, 256);
     CHECK(n > 4 && n <= 256, "%d attention candidates", n);
-    int impls[2] = {0, 0};
+    int impls[3] = {0, 0, 0};
     for (int i = 0; i < n && i < 256; ++i) {
         char msg[256];
         CHECK(va_spec_validate(&cand[i], msg, sizeof msg) == VECATTN_OK, "candidate %d invalid: %s", i, msg);
-        if (cand[i].impl == 0 || cand[i].impl == 1) impls[cand[i].impl]++;
+        if (cand[i].impl >= 0 && cand[i].impl <= 2) impls[cand[i].impl]++;
         for (int j = 0; j < i; ++j) CHECK(hash_of(&cand[i]) != hash_of(&cand[j]), "candidates %d and %d are the same module", i, j);
     }
-    CHECK(impls[0] > 0 && impls[1] == 2, "sm_90a candidates: %d mma.sync, %d wgmma", impls[0], impls[1]);
+    /* pq 64: one warpgroup; wgmma at 0 or 4 CTAs per SM; warp-specialized with 1, 2, 4, 8 producer warps */
+    CHECK(impls[0] > 0 && impls[1] == 2 && impls[2] == 4, "sm_90a candidates: %d mma.sync, %d wgmma, %d warp-specialized",
+          impls[0], impls[1], impls[2]);
     va_spec_default_select(&base, 80, VECATTN_FP16, 64, 0, 64, 16, 8192);
     n = va_spec_candidates(&base, cand, 256);
-    CHECK(n == 3, "%d selection candidates (select_rows 16, 32, 64)", n);
+    CHECK(n == 4, "%d selection candidates (select_rows 16, 32, 64, 128)", n);
 }
 
 int main(void) {
