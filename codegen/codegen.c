@@ -203,8 +203,9 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
             ws_registers(s, &producer_regs, &consumer_regs);
             sb_printf(sb,
                       "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
-                      "    vecattn::attention_ws_body<%d, %d, %d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
-                      bounds, s->head_dim, s->pq, s->block_m / 64, s->warps - s->block_m / 16, va_spec_stages(s),
+                      "    vecattn::attention_ws_body<%d, %d, %d, %d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
+                      bounds, s->head_dim, s->pq, s->block_m / 64, s->block_n, s->warps - s->block_m / 16,
+                      va_spec_stages(s),
                       producer_regs, consumer_regs, causal, bf16);
             return;
         }

@@ -103,8 +103,11 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
 }
 
 /* The warp-specialized kernel's K/V ring: two stages keep two CTAs of one warpgroup on an
-** SM; a CTA of two warpgroups is alone on its SM and takes four. */
-int va_spec_stages(const va_kernel_spec *s) { return s->impl != 2 ? 1 : s->block_m == 64 ? 2 : 4; }
+** SM; a CTA of two warpgroups is alone on its SM and takes four of 64 keys or three of 128. */
+int va_spec_stages(const va_kernel_spec *s) {
+    if (s->impl != 2) return 1;
+    return s->block_m == 64 ? 2 : s->block_n == 128 ? 3 : 4; /* 3 x 64 KiB fill the 227 KiB */
+}
 
 #define BAD(...) (snprintf(msg, msg_size, __VA_ARGS__), VECATTN_E_CODEGEN)
 
@@ -136,19 +139,20 @@ static vecattn_status validate_select(const va_kernel_spec *s, char *msg, size_t
 static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, size_t msg_size) {
     if (!is_pow2_between(s->block_m, 16, 128) || s->block_m > s->pq)
         return BAD("block_m %d must be 16, 32, 64 or 128 and divide pq %d", s->block_m, s->pq);
-    if (s->block_n != 32 && s->block_n != 64)
-        return BAD("block_n %d is not 32 or 64", s->block_n);
+    if (s->block_n != 32 && s->block_n != 64 && !(s->impl == 2 && s->block_n == 128))
+        return BAD("block_n %d is not 32 or 64 (128: impl 2 only)", s->block_n);
     if (s->impl < 0 || s->impl > 2)
         return BAD("impl %d is not 0 (mma.sync), 1 (wgmma) or 2 (wgmma, warp-specialized)", s->impl);
     if (s->impl == 2) {
         int producer_warps = s->warps - s->block_m / 16;
-        if (s->arch != 90 || (s->block_m != 64 && s->block_m != 128) || s->block_n != 64 ||
+        if (s->arch != 90 || (s->block_m != 64 && s->block_m != 128) ||
+            (s->block_n != 64 && !(s->block_n == 128 && s->block_m == 128)) ||
             (producer_warps != 1 && producer_warps != 2 && producer_warps != 4 && producer_warps != 8) ||
             s->pq < s->block_m ||
             s->q_in_smem != 0)
             return BAD("impl 2 (warp-specialized wgmma) needs sm_90a, block_m 64 or 128, warps = block_m / 16 "
-                       "+ 1, 2, 4 or 8 (a warpgroup per 64 rows and the producer warps), block_n 64, q_in_smem 0 "
-                       "and pq >= block_m");
+                       "+ 1, 2, 4 or 8 (a warpgroup per 64 rows and the producer warps), block_n 64 (or 128 with "
+                       "block_m 128), q_in_smem 0 and pq >= block_m");
         if (s->ctas_per_sm < 0 || s->ctas_per_sm > 2) return BAD("ctas_per_sm %d is not in 0..2", s->ctas_per_sm);
         return VECATTN_OK;
     }
@@ -277,7 +281,7 @@ int va_spec_candidates(const va_kernel_spec *base, va_kernel_spec *out, int max)
     for (int wgs = 1; wgs <= 2; ++wgs)
         for (int producers = 1; producers <= 8; producers *= 2) {
             s.block_m = 64 * wgs, s.warps = 4 * wgs + producers, s.ctas_per_sm = 3 - wgs;
-            add_if_valid(&s, out, max, &n);
+            for (s.block_n = 64; s.block_n <= 128; s.block_n *= 2) add_if_valid(&s, out, max, &n);
         }
     return n;
 }

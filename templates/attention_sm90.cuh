@@ -105,6 +105,33 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4],
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
+#define VA_ACC64(a)                                                                                    \
+    VA_ACC32(a), "+f"(a[32]), "+f"(a[33]), "+f"(a[34]), "+f"(a[35]), "+f"(a[36]), "+f"(a[37]),          \
+        "+f"(a[38]), "+f"(a[39]), "+f"(a[40]), "+f"(a[41]), "+f"(a[42]), "+f"(a[43]), "+f"(a[44]),      \
+        "+f"(a[45]), "+f"(a[46]), "+f"(a[47]), "+f"(a[48]), "+f"(a[49]), "+f"(a[50]), "+f"(a[51]),      \
+        "+f"(a[52]), "+f"(a[53]), "+f"(a[54]), "+f"(a[55]), "+f"(a[56]), "+f"(a[57]), "+f"(a[58]),      \
+        "+f"(a[59]), "+f"(a[60]), "+f"(a[61]), "+f"(a[62]), "+f"(a[63])
+#define VA_D64                                                                                         \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
+    "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, "   \
+    "%40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, "   \
+    "%59, %60, %61, %62, %63}"
+
+// d(64x128, fp32) (+)= A(64x16, shared, K-major) * B(16x128, shared, K-major).
+template <bool BF16>
+__device__ __forceinline__ void wgmma_ss128(float (&d)[64], unsigned long long da, unsigned long long db, int accumulate) {
+    if (BF16)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " VA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC64(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " VA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC64(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
+}
+
 // A [DT][4] accumulator array viewed as the 32-register operand of one 64-column wgmma.
 template <int DT>
 __device__ __forceinline__ float (&acc_slice(float (&o)[DT][4], int j0))[32] {
@@ -212,7 +239,16 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
     write_atom<DT, BF16>(p, b, h, t0 + warp * 16, t_end, o, row_max, row_sum);
 }
 
-// O (+)= P V for one 64-key step: P's A fragments in registers, V [keys][d] as the transposed B
+// S (+)= Q K^T over one k step of 16 for BN = 64 or 128 keys (one wgmma either way).
+template <int BN, bool BF16>
+__device__ __forceinline__ void s_gemm(float (&sc)[BN / 8][4], unsigned long long dq, unsigned long long dk, int accumulate) {
+    if constexpr (BN == 64)
+        wgmma_ss<BF16>(*reinterpret_cast<float(*)[32]>(&sc[0][0]), dq, dk, accumulate);
+    else
+        wgmma_ss128<BF16>(*reinterpret_cast<float(*)[64]>(&sc[0][0]), dq, dk, accumulate);
+}
+
+// O (+)= P V for one step of BN keys: P's A fragments in registers, V [keys][d] as the transposed B
 // operand (16 keys per k step = 2048 bytes; each 64-column half of D is one slab).
 template <int D, int BN, bool BF16>
 __device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&pa)[BN / 16][4], unsigned v_tile) {
@@ -238,9 +274,10 @@ __device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&p
 // With whole producer warpgroups, PREGS > 0: the producers give registers back (setmaxnreg)
 // and the consumers take CREGS each; the generator computes both from the CTA's launch
 // registers, so that the consumers' increase never waits for registers that are not there.
-template <int D, int PQ, int NC, int PW, int STAGES, int PREGS, int CREGS, bool CAUSAL, bool BF16>
+template <int D, int PQ, int NC, int BN, int PW, int STAGES, int PREGS, int CREGS, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) {
-    constexpr int BM = 64 * NC, BN = 64, CONSUMERS = 128 * NC, PRODUCERS = 32 * PW;
+    constexpr int BM = 64 * NC, CONSUMERS = 128 * NC, PRODUCERS = 32 * PW;
+    static_assert(BN == 64 || BN == 128, "64 or 128 keys per step");
     constexpr int NT = BN / 8, DT = D / 8;
     constexpr int Q_BYTES = BM * D * 2, KV_BYTES = BN * D * 2;
     static_assert(NC == 1 || NC == 2, "one or two consumer warpgroups");
@@ -332,7 +369,7 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         for (int kk = 0; kk < D / 16; ++kk) {
             unsigned q_addr = q_base + (kk >> 2) * BM * 128 + q_rows + (kk & 3) * 32;
             unsigned k_addr = k_tile + (kk >> 2) * BN * 128 + (kk & 3) * 32;
-            wgmma_ss<BF16>(acc_slice<NT>(sc, 0), smem_desc(q_addr, 16, 1024), smem_desc(k_addr, 16, 1024), kk > 0);
+            s_gemm<BN, BF16>(sc, smem_desc(q_addr, 16, 1024), smem_desc(k_addr, 16, 1024), kk > 0);
         }
         wgmma_commit();
     };
