@@ -51,12 +51,12 @@ void va_spec_default_attention(va_kernel_spec *spec, int arch, vecattn_dtype dty
         spec->q_in_smem = 0, spec->ctas_per_sm = 4;
     }
     /* Where a query block has 128 rows (the dense mode always tiles so): two warpgroups share
-    ** each K/V tile, half the gather traffic per FLOP, fed by eight producer warps
-    ** (bench/NOTES.md, attention v7 and v8; H200 16K causal dense: v4 ~300, v7 323, v8 349
-    ** TFLOP/s). */
+    ** each K/V tile, half the gather traffic per FLOP, fed by eight producer warps, 128 keys
+    ** a step (bench/NOTES.md, attention v7 and v8; H200 32K causal dense: v4 ~290, v7 348,
+    ** v8 403 TFLOP/s). */
     if (arch == 90 && pq >= 128) {
         spec->impl = 2;
-        spec->block_m = 128, spec->warps = 16, spec->ctas_per_sm = 1;
+        spec->block_m = 128, spec->block_n = 128, spec->warps = 16, spec->ctas_per_sm = 1;
     }
 }
 
