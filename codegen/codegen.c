@@ -158,7 +158,8 @@ static int emit_templates(strbuf *sb, const va_kernel_spec *s, char *msg, size_t
 ** Register split of the warp-specialized kernel when its producers are whole warpgroups
 ** (setmaxnreg works per warpgroup): each thread starts with the launch bound's share of the
 ** register file, 64K / (threads * CTAs per SM) in steps of 8, which ptxas allocates when the
-** kernel uses setmaxnreg; the producers drop to 40 and the consumers take what that frees.
+** kernel uses setmaxnreg (validation asks for ctas_per_sm, so that the bound is tight); the
+** producers drop to 40 and the consumers take what that frees.
 ** 0, 0: no setmaxnreg.
 */
 static void ws_registers(const va_kernel_spec *s, int *producer_regs, int *consumer_regs) {
@@ -167,7 +168,7 @@ static void ws_registers(const va_kernel_spec *s, int *producer_regs, int *consu
     *producer_regs = *consumer_regs = 0;
     if (producer_warps % 4 != 0) return;
     int launch = 65536 / (threads * ctas) / 8 * 8;
-    if (launch > 255) launch = 248;
+    if (launch > 248) launch = 248; /* at most 255 a thread: count the multiple of 8 below */
     int consumer = (threads * launch - 32 * producer_warps * 40) / consumers / 8 * 8;
     if (consumer > 240) consumer = 240;
     *producer_regs = 40, *consumer_regs = consumer;
