@@ -112,28 +112,6 @@ __device__ __forceinline__ int mask_decode(const KeySet &ks, MaskCursor &cur, in
     return filled < slots;
 }
 
-// What this CTA computes: batch b, query head h (key head hk), query block i, local query
-// rows [t0, t_end) (none when t_end <= t0); key position of local query t is t + shift. A
-// block of PQ rows is PQ / BM CTAs. Causal: later query blocks attend to more keys, so they
-// are launched first (longest first).
-struct CtaRows {
-    int b, h, hk, i, t0, t_end, shift;
-};
-
-template <int PQ, int BM, bool CAUSAL>
-__device__ __forceinline__ CtaRows cta_rows(const vecattn_problem &pb) {
-    constexpr int SPLIT = PQ / BM;
-    const int cta = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    CtaRows r;
-    r.h = blockIdx.y, r.b = blockIdx.z;
-    r.hk = r.h / (pb.heads_q / pb.heads_kv);
-    r.shift = pb.seq_k - pb.seq_q;
-    r.i = pb.qblock_begin + cta / SPLIT;
-    r.t0 = r.i * PQ + (cta % SPLIT) * BM;
-    r.t_end = min(min(r.t0 + BM, r.i * PQ + PQ), pb.seq_q);
-    return r;
-}
-
 template <int PQ, bool CAUSAL>
 __device__ __forceinline__ KeySet block_keys(const vecattn_attn_params &p, int b, int h, int i,
                                              int last_pos) {
@@ -213,14 +191,14 @@ __device__ __forceinline__ unsigned tile_offset(int row, int chunk) {
 
 // The copies of thread `tid` of THREADS, not committed.
 template <int D, int BN, int THREADS, bool SLABS = false>
-__device__ __forceinline__ void gather_rows_by(unsigned tid, const elem_t *src, int stride_s, const int *pos, unsigned dst) {
+__device__ __forceinline__ void gather_rows_by(int tid, const elem_t *src, int stride_s, const int *pos, unsigned dst) {
     // Each thread always copies the same 16-byte piece of every (THREADS / RC)-th row, so the
     // piece offset and the swizzle are loop invariants; the row offset is one 32x32->64
     // multiply (strides are below 2^31 elements, checked on the host).
     constexpr int RC = D / 8;
     constexpr int ROWS_PER_PASS = THREADS / RC;
     static_assert(THREADS % RC == 0, "a pass covers whole rows");
-    const int piece = (int)(tid % RC), row0 = (int)(tid / RC);  // unsigned: a mask and a shift
+    const int piece = tid % RC, row0 = tid / RC;
     const elem_t *base = src + piece * 8;
 #pragma unroll
     for (int row = row0; row < BN; row += ROWS_PER_PASS) {
@@ -376,10 +354,16 @@ __device__ __forceinline__ void attention_body(const vecattn_attn_params &p) {
     int *positions = (int *)(v_tile + S::KV_BYTES);  // [2][BN]
 
     const vecattn_problem &pb = p.pb;
-    const CtaRows rows = cta_rows<PQ, BM, CAUSAL>(pb);
-    const int b = rows.b, h = rows.h, hk = rows.hk, i = rows.i, t0 = rows.t0, t_end = rows.t_end;
-    const int shift = rows.shift;  // key position of local query t is t + shift
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (pb.heads_q / pb.heads_kv);
+    constexpr int SPLIT = PQ / BM;
+    // causal: later query blocks attend to more keys; launch them first (longest first)
+    const int cta = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const int i = pb.qblock_begin + cta / SPLIT;
+    const int t0 = i * PQ + (cta % SPLIT) * BM;
+    const int t_end = min(min(t0 + BM, i * PQ + PQ), pb.seq_q);
     if (t0 >= t_end) return;
+    const int shift = pb.seq_k - pb.seq_q;  // key position of local query t is t + shift
 
     const elem_t *q = (const elem_t *)pb.q + b * pb.q_stride_b + h * pb.q_stride_h;
     const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;

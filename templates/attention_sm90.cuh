@@ -78,22 +78,19 @@ __device__ __forceinline__ unsigned long long smem_desc(unsigned addr, unsigned 
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
     "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 
-// One shared-memory x shared-memory wgmma (both operands K-major): D (+)= A B, accumulating
-// into D only when `accumulate` is non-zero. %P, %A, %B: the operand numbers after D's.
-#define VA_WGMMA_SS(SHAPE, TYPES, DREGS, ACC, P, A, B)                                                 \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #P ", 0;\n"                                   \
-                 "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPES " " DREGS ", %" #A ", %" #B        \
-                 ", p, 1, 1, 0, 0;\n}\n"                                                               \
-                 : ACC                                                                                  \
-                 : "l"(da), "l"(db), "r"(accumulate))
-
 // d(64x64, fp32) (+)= A(64x16, shared, K-major) * B(16x64, shared, K-major).
 template <bool BF16>
 __device__ __forceinline__ void wgmma_ss(float (&d)[32], unsigned long long da, unsigned long long db, int accumulate) {
     if (BF16)
-        VA_WGMMA_SS("m64n64k16", "bf16.bf16", VA_D32, VA_ACC32(d), 34, 32, 33);
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " VA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC32(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
     else
-        VA_WGMMA_SS("m64n64k16", "f16.f16", VA_D32, VA_ACC32(d), 34, 32, 33);
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " VA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC32(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
 }
 
 // d(64x64, fp32) += A(64x16, registers) * B(16x64, shared, MN-major: transposed).
@@ -127,9 +124,15 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4],
 template <bool BF16>
 __device__ __forceinline__ void wgmma_ss128(float (&d)[64], unsigned long long da, unsigned long long db, int accumulate) {
     if (BF16)
-        VA_WGMMA_SS("m64n128k16", "bf16.bf16", VA_D64, VA_ACC64(d), 66, 64, 65);
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " VA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC64(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
     else
-        VA_WGMMA_SS("m64n128k16", "f16.f16", VA_D64, VA_ACC64(d), 66, 64, 65);
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " VA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : VA_ACC64(d)
+                     : "l"(da), "l"(db), "r"(accumulate));
 }
 
 // A [DT][4] accumulator array viewed as the 32-register operand of one 64-column wgmma.
@@ -152,10 +155,15 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
     int *positions = (int *)(smem + Q_BYTES + 2 * KV_BYTES);  // [2][BN]
 
     const vecattn_problem &pb = p.pb;
-    const CtaRows rows = cta_rows<PQ, BM, CAUSAL>(pb);
-    const int b = rows.b, h = rows.h, hk = rows.hk, i = rows.i, t0 = rows.t0, t_end = rows.t_end;
-    const int shift = rows.shift;
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (pb.heads_q / pb.heads_kv);
+    constexpr int SPLIT = PQ / BM;
+    const int cta = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest first
+    const int i = pb.qblock_begin + cta / SPLIT;
+    const int t0 = i * PQ + (cta % SPLIT) * BM;
+    const int t_end = min(min(t0 + BM, i * PQ + PQ), pb.seq_q);
     if (t0 >= t_end) return;
+    const int shift = pb.seq_k - pb.seq_q;
 
     const elem_t *q = (const elem_t *)pb.q + b * pb.q_stride_b + h * pb.q_stride_h;
     const elem_t *k = (const elem_t *)pb.k + b * pb.k_stride_b + hk * pb.k_stride_h;
@@ -286,10 +294,15 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
     const unsigned bars = (smem_addr(flags + STAGES * PW) + 7u) & ~7u; // full[STAGES], empty[STAGES]
 
     const vecattn_problem &pb = p.pb;
-    const CtaRows rows = cta_rows<PQ, BM, CAUSAL>(pb);
-    const int b = rows.b, h = rows.h, hk = rows.hk, i = rows.i, t0 = rows.t0, t_end = rows.t_end;
-    const int shift = rows.shift;
+    const int h = blockIdx.y, b = blockIdx.z;
+    const int hk = h / (pb.heads_q / pb.heads_kv);
+    constexpr int SPLIT = PQ / BM;
+    const int cta = CAUSAL ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest first
+    const int i = pb.qblock_begin + cta / SPLIT;
+    const int t0 = i * PQ + (cta % SPLIT) * BM;
+    const int t_end = min(min(t0 + BM, i * PQ + PQ), pb.seq_q);
     if (t0 >= t_end) return;
+    const int shift = pb.seq_k - pb.seq_q;
     const KeySet keys = block_keys<PQ, CAUSAL>(p, b, h, i, t_end - 1 + shift);
     const int steps = (keys.total() + BN - 1) / BN;
     const int first_pos = t0 + shift;
