@@ -163,7 +163,7 @@ static int emit_templates(strbuf *sb, const va_kernel_spec *s, char *msg, size_t
 ** 0, 0: no setmaxnreg.
 */
 static void ws_registers(const va_kernel_spec *s, int *producer_regs, int *consumer_regs) {
-    int producer_warps = s->warps - s->block_m / 16, consumers = s->block_m * 2;
+    int producer_warps = va_spec_producer_warps(s), consumers = s->block_m * 2;
     int threads = va_spec_threads(s), ctas = s->ctas_per_sm > 0 ? s->ctas_per_sm : 1;
     *producer_regs = *consumer_regs = 0;
     if (producer_warps % 4 != 0) return;
@@ -205,7 +205,7 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
             sb_printf(sb,
                       "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
                       "    vecattn::attention_ws_body<%d, %d, %d, %d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
-                      bounds, s->head_dim, s->pq, s->block_m / 64, s->block_n, s->warps - s->block_m / 16,
+                      bounds, s->head_dim, s->pq, s->block_m / 64, s->block_n, va_spec_producer_warps(s),
                       va_spec_stages(s),
                       producer_regs, consumer_regs, causal, bf16);
             return;

@@ -86,6 +86,9 @@ size_t va_spec_smem_bytes(const va_kernel_spec *spec);
 /* K/V pipeline stages of the warp-specialized attention kernel (impl 2; 1 otherwise). */
 int va_spec_stages(const va_kernel_spec *spec);
 
+/* Producer warps of the warp-specialized attention kernel: the warps beyond one per 16 rows. */
+int va_spec_producer_warps(const va_kernel_spec *spec);
+
 /* The "sm_90a"-style target name for an arch number. */
 const char *va_arch_target(int arch);
 

@@ -95,7 +95,7 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
     size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
     if (s->impl == 2) { /* Q | K stages | V stages | positions, flags | 2 mbarriers per stage */
         size_t stages = (size_t)va_spec_stages(s);
-        size_t producer_warps = (size_t)(s->warps - s->block_m / 16);
+        size_t producer_warps = (size_t)va_spec_producer_warps(s);
         return 1024 + bm * d * 2 + stages * (2 * bn * d * 2 + bn * 4 + 4 * producer_warps) + 8 + stages * 16;
     }
     size_t align_slack = s->impl == 1 ? 1024 : 0;  /* wgmma tiles start on 1024-byte boundaries */
@@ -104,6 +104,8 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
 
 /* The warp-specialized kernel's K/V ring: two stages keep two CTAs of one warpgroup on an
 ** SM; a CTA of two warpgroups is alone on its SM and takes four of 64 keys or three of 128. */
+int va_spec_producer_warps(const va_kernel_spec *s) { return s->warps - s->block_m / 16; }
+
 int va_spec_stages(const va_kernel_spec *s) {
     if (s->impl != 2) return 1;
     return s->block_m == 64 ? 2 : s->block_n == 128 ? 3 : 4; /* 3 x 64 KiB fill the 227 KiB */
@@ -144,7 +146,7 @@ static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, siz
     if (s->impl < 0 || s->impl > 2)
         return BAD("impl %d is not 0 (mma.sync), 1 (wgmma) or 2 (wgmma, warp-specialized)", s->impl);
     if (s->impl == 2) {
-        int producer_warps = s->warps - s->block_m / 16;
+        int producer_warps = va_spec_producer_warps(s);
         if (s->arch != 90 || (s->block_m != 64 && s->block_m != 128) ||
             (s->block_n != 64 && !(s->block_n == 128 && s->block_m == 128)) ||
             (producer_warps != 1 && producer_warps != 2 && producer_warps != 4 && producer_warps != 8) ||
