@@ -40,24 +40,46 @@ struct SelectShape {
 // Pooled, scaled queries of the CTA's rows into the swizzled dtype tile q_tile[ROWS][D]:
 // the mean in fp32 (sequential adds over the block's rows), rounded to the input dtype,
 // then scaled and rounded again, exactly as the spec says. Rows past the chunk are zero.
+// A thread pools one 16-byte piece (8 columns) of a row at a time with 16-byte loads, eight
+// query rows in flight: every CTA pools its rows again (each key piece is a CTA), and
+// element-wise loads with a dependent add chain had kept it waiting on memory for ~512
+// round trips.
 template <int D, int PQ, bool BF16, int ROWS, int THREADS>
 __device__ __forceinline__ void pool_rows(const vecattn_problem &pb, const elem_t *q, int row0,
                                           int nrows, unsigned char *q_tile) {
-    for (int idx = threadIdx.x; idx < ROWS * D; idx += THREADS) {
-        int r = idx / D, d = idx % D;
-        elem_t val = 0;
+    constexpr int RC = D / 8;
+    for (int task = threadIdx.x; task < ROWS * RC; task += THREADS) {
+        const int r = task / RC, piece = task % RC;
+        uint4 val = make_uint4(0u, 0u, 0u, 0u);
         if (r < nrows) {
-            int t0 = (pb.qblock_begin + row0 + r) * PQ;
-            int t1 = min(t0 + PQ, pb.seq_q);
-            const elem_t *col = q + (long long)t0 * pb.q_stride_s + d;
-            float sum = 0.0f;
+            const int t0 = (pb.qblock_begin + row0 + r) * PQ;
+            const int n = min(t0 + PQ, pb.seq_q) - t0;
+            const elem_t *src = q + (long long)t0 * pb.q_stride_s + piece * 8;
+            float sum[8];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) sum[e] = 0.0f;
 #pragma unroll 8
-            for (int t = 0; t < t1 - t0; ++t) sum += to_float<BF16>(col[(long long)t * pb.q_stride_s]);
-            float mean = sum / (float)(t1 - t0);
-            float qbar = to_float<BF16>(from_float<BF16>(mean));
-            val = from_float<BF16>(qbar * pb.scale);
+            for (int t = 0; t < n; ++t) {
+                const uint4 x = __ldg((const uint4 *)(src + (long long)t * pb.q_stride_s));
+                const unsigned w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+                for (int e = 0; e < 8; ++e) sum[e] += to_float<BF16>((elem_t)(w[e >> 1] >> (16 * (e & 1))));
+            }
+            unsigned out[4];
+#pragma unroll
+            for (int e2 = 0; e2 < 4; ++e2) {
+                elem_t pair[2];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    float mean = sum[2 * e2 + h] / (float)n;
+                    float qbar = to_float<BF16>(from_float<BF16>(mean));
+                    pair[h] = from_float<BF16>(qbar * pb.scale);
+                }
+                out[e2] = (unsigned)pair[0] | (unsigned)pair[1] << 16;
+            }
+            val = make_uint4(out[0], out[1], out[2], out[3]);
         }
-        *(elem_t *)(q_tile + swizzle<D / 8>(r, d / 8) + (d % 8) * 2) = val;
+        *(uint4 *)(q_tile + swizzle<RC>(r, piece)) = val;
     }
 }
 
