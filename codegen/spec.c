@@ -93,10 +93,10 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
         return rows * d * 2 + 2 * kc * d * 2;  /* pooled queries, two key buffers */
     }
     size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
-    if (s->impl == 2) { /* Q | K stages | V stages | positions, flags | 2 mbarriers per stage */
+    if (s->impl == 2) { /* Q | K stages | V stages | positions, flags | 3 mbarriers per stage */
         size_t stages = (size_t)va_spec_stages(s);
         size_t producer_warps = (size_t)va_spec_producer_warps(s);
-        return 1024 + bm * d * 2 + stages * (2 * bn * d * 2 + bn * 4 + 4 * producer_warps) + 8 + stages * 16;
+        return 1024 + bm * d * 2 + stages * (2 * bn * d * 2 + bn * 4 + 4 * producer_warps) + 8 + stages * 24;
     }
     size_t align_slack = s->impl == 1 ? 1024 : 0;  /* wgmma tiles start on 1024-byte boundaries */
     return bm * d * 2 + 2 * bn * d * 2 + 2 * bn * 4 + align_slack;

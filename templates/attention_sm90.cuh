@@ -56,6 +56,9 @@ __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 
 // Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte
 // offsets (each >> 4), layout type 1 in bits 62-63. Slabs start on 1024-byte boundaries, so
@@ -78,19 +81,22 @@ __device__ __forceinline__ unsigned long long smem_desc(unsigned addr, unsigned 
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, " \
     "%21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 
+// One shared-memory x shared-memory wgmma (both operands K-major): D (+)= A B, accumulating
+// into D only when `accumulate` is non-zero. %P, %A, %B: the operand numbers after D's.
+#define VA_WGMMA_SS(SHAPE, TYPES, DREGS, ACC, P, A, B)                                                 \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #P ", 0;\n"                                   \
+                 "wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPES " " DREGS ", %" #A ", %" #B        \
+                 ", p, 1, 1, 0, 0;\n}\n"                                                               \
+                 : ACC                                                                                  \
+                 : "l"(da), "l"(db), "r"(accumulate))
+
 // d(64x64, fp32) (+)= A(64x16, shared, K-major) * B(16x64, shared, K-major).
 template <bool BF16>
 __device__ __forceinline__ void wgmma_ss(float (&d)[32], unsigned long long da, unsigned long long db, int accumulate) {
     if (BF16)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " VA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                     : VA_ACC32(d)
-                     : "l"(da), "l"(db), "r"(accumulate));
+        VA_WGMMA_SS("m64n64k16", "bf16.bf16", VA_D32, VA_ACC32(d), 34, 32, 33);
     else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " VA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                     : VA_ACC32(d)
-                     : "l"(da), "l"(db), "r"(accumulate));
+        VA_WGMMA_SS("m64n64k16", "f16.f16", VA_D32, VA_ACC32(d), 34, 32, 33);
 }
 
 // d(64x64, fp32) += A(64x16, registers) * B(16x64, shared, MN-major: transposed).
@@ -124,15 +130,9 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4],
 template <bool BF16>
 __device__ __forceinline__ void wgmma_ss128(float (&d)[64], unsigned long long da, unsigned long long db, int accumulate) {
     if (BF16)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " VA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                     : VA_ACC64(d)
-                     : "l"(da), "l"(db), "r"(accumulate));
+        VA_WGMMA_SS("m64n128k16", "bf16.bf16", VA_D64, VA_ACC64(d), 66, 64, 65);
     else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " VA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                     : VA_ACC64(d)
-                     : "l"(da), "l"(db), "r"(accumulate));
+        VA_WGMMA_SS("m64n128k16", "f16.f16", VA_D64, VA_ACC64(d), 66, 64, 65);
 }
 
 // A [DT][4] accumulator array viewed as the 32-register operand of one 64-column wgmma.
@@ -266,13 +266,14 @@ __device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&p
 //
 // NC consumer warpgroups (64 query rows each, sharing every K/V tile) and PW producer warps.
 // The producers walk the key set STAGES steps ahead of the consumers: they write a step's
-// positions (the first producer warp decodes the mask), gather its K and V rows with
-// cp.async into the stage's buffers and arrive on the stage's `full` barrier twice per
-// thread: once at once (the positions) and once when its copies have landed
-// (cp.async.mbarrier.arrive). The consumers
-// wait on `full`, run S = Q K^T, the softmax and O += P V as the wgmma kernel above does, and
-// release the stage on `empty` (one lane per warp). No CTA-wide barrier in the loop: gathers,
-// mask decoding and their latencies leave the consumers' instruction stream.
+// positions (the first producer warp decodes the mask), one of them arrives on the stage's
+// `full_k` barrier for all positions, then every producer gathers its K rows with cp.async,
+// arrives on `full_k` when they have landed (cp.async.mbarrier.arrive), gathers its V rows
+// and arrives on `full_v` likewise. The consumers wait on `full_k` to run S = Q K^T and the
+// softmax, on `full_v` before O += P V, and release the stage on `empty` (one lane per warp).
+// No CTA-wide barrier in the loop: gathers, mask decoding and their latencies leave the
+// consumers' instruction stream. Two consumer warpgroups take turns to issue their GEMMs
+// (ping-pong), so that one's softmax runs while the other's GEMMs hold the tensor cores.
 //
 // With whole producer warpgroups, PREGS > 0: the producers give registers back (setmaxnreg)
 // and the consumers take CREGS each; the generator computes both from the CTA's launch
@@ -291,7 +292,9 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
     const unsigned v_base = k_base + STAGES * KV_BYTES;
     int *positions = (int *)(smem + Q_BYTES + 2 * STAGES * KV_BYTES);  // [STAGES][BN]
     int *flags = positions + STAGES * BN;                              // [STAGES][PW]: a key needs the mask
-    const unsigned bars = (smem_addr(flags + STAGES * PW) + 7u) & ~7u; // full[STAGES], empty[STAGES]
+    // full_k[STAGES], empty[STAGES], full_v[STAGES]
+    const unsigned bars = (smem_addr(flags + STAGES * PW) + 7u) & ~7u;
+    const unsigned bars_v = bars + 16 * STAGES;
 
     const vecattn_problem &pb = p.pb;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -310,7 +313,8 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; ++s) {
-            mbar_init(bars + 8 * s, 2 * PRODUCERS);      // each producer thread twice
+            mbar_init(bars + 8 * s, PRODUCERS + 1);      // K: each producer's copies, and the positions
+            mbar_init(bars_v + 8 * s, PRODUCERS);        // V: each producer's copies
             mbar_init(bars + 8 * (STAGES + s), 4 * NC);  // a lane per consumer warp
         }
     }
@@ -335,10 +339,12 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
                 named_barrier_sync(2, PRODUCERS);
             else
                 __syncwarp();
-            mbar_arrive(bars + 8 * s);
+            // one release for all positions and flags: the barrier above ordered them first
+            if (ptid == 0) mbar_arrive(bars + 8 * s);
             gather_rows_by<D, BN, PRODUCERS, true>(ptid, k, k_stride, pos, k_base + s * KV_BYTES);
-            gather_rows_by<D, BN, PRODUCERS, true>(ptid, v, v_stride, pos, v_base + s * KV_BYTES);
             mbar_arrive_copies(bars + 8 * s);
+            gather_rows_by<D, BN, PRODUCERS, true>(ptid, v, v_stride, pos, v_base + s * KV_BYTES);
+            mbar_arrive_copies(bars_v + 8 * s);
         }
         asm volatile("cp.async.wait_all;\n" ::: "memory");
         return;
@@ -382,10 +388,27 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         for (int w = 0; w < PW; ++w) f |= flags[s * PW + w];
         return f;
     };
+    // Ping-pong (FlashAttention-3): the two warpgroups take turns to issue their GEMMs, so that
+    // one runs its softmax while the other's GEMMs hold the tensor cores. Warpgroup w waits on
+    // barrier 3 + w before it issues and then hands the turn to the other one; warpgroup 1
+    // gives warpgroup 0 the first turn. Both walk the same steps, so the turns pair up, and
+    // warpgroup 0 takes warpgroup 1's last hand-over after the loop (no arrival left pending;
+    // no branch around an arrival while wgmmas are in flight, which would serialize them).
+    const int wg = warp >> 2;
+    auto my_turn = [&]() {
+        if (NC == 2) named_barrier_sync(3 + wg, 2 * 128);
+    };
+    auto pass_turn = [&]() {
+        if (NC == 2) named_barrier_arrive(3 + (wg ^ 1), 2 * 128);
+    };
+    if (NC == 2 && wg == 1 && steps > 0) named_barrier_arrive(3, 2 * 128);
+    auto wait_v = [&](int step) { mbar_wait(bars_v + 8 * (step % STAGES), (step / STAGES) & 1); };
     float sc[NT][4], scale_old[2];
     if (steps > 0) {
+        my_turn();
         wgmma_fence();
         issue_s(sc, 0);
+        pass_turn();
         wgmma_wait<0>();
         softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions, any_flag(0), p.scale_log2, scale_old);
     }
@@ -399,11 +422,14 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         unsigned pa[BN / 16][4];
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) pack_p<BF16, NT>(sc, kk, pa[kk]);
+        my_turn();
         wgmma_fence();
         issue_s(sc, step + 1);
+        wait_v(step);
         wgmma_fence();
         pv_gemm<D, BN, BF16>(o, pa, v_base + (step % STAGES) * KV_BYTES);
         wgmma_commit();
+        pass_turn();
         wgmma_wait<1>();  // S(step + 1); P V(step) may still run
         const int s_next = (step + 1) % STAGES;
         softmax_scores<NT, CAUSAL>(sc, row_max, row_sum, pos_row, positions + s_next * BN, any_flag(s_next),
@@ -416,11 +442,15 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         unsigned pa[BN / 16][4];
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) pack_p<BF16, NT>(sc, kk, pa[kk]);
+        my_turn();
+        wait_v(steps - 1);
         wgmma_fence();
         pv_gemm<D, BN, BF16>(o, pa, v_base + ((steps - 1) % STAGES) * KV_BYTES);
         wgmma_commit();
+        pass_turn();
         wgmma_wait<0>();
         release(steps - 1);
+        if (NC == 2 && wg == 0) named_barrier_sync(3, 2 * 128);  // warpgroup 1's last hand-over
     }
 
     write_atom<DT, BF16>(p, b, h, t0 + warp * 16, t_end, o, row_max, row_sum);
