@@ -10,8 +10,9 @@
 #   source .deps/use-deps.sh && bash bench/ab.sh run
 #     builds every version, times the dense mode in each (the quick A/B, first), runs the
 #     candidate's GPU tests and compute-sanitizer, then sparse cases in every version, the
-#     cuDNN anchors, and 128K if time is left; in $OUT: ab.log, ab.csv (vecattn-bench's
-#     columns after the version), anchors.csv, ctest.log.
+#     cuDNN anchors, 128K and an ncu summary of the candidate's dense kernel if time is left;
+#     in $OUT: ab.log, ab.csv (vecattn-bench's columns after the version), anchors.csv,
+#     ctest.log, ncu.txt.
 # Knobs (run): CAND (default: the last version), DEADLINE (seconds after which no new step
 # starts, default 520), SAMPLES (default 8).
 set -uo pipefail
@@ -103,6 +104,15 @@ run() {
         --samples "$samples" --impl cudnn --csv "$out/anchors.csv")
     mark anchors
     time_left 100 && bench "$cand" --seq 131072 --sparsity 0.8 --causal && collect
+    mark 128K
+    # where the candidate's dense kernel spends its issue slots (one 16K causal launch; the
+    # skipped launches are the correctness slice and warm-ups)
+    time_left 60 && (cd "/tmp/ab-$cand" && VECATTN_CACHE="/tmp/ab-$cand.db" timeout 90 ncu -k regex:attention \
+        --launch-skip 4 --launch-count 1 --section SpeedOfLight --section SchedulerStats \
+        --section WarpStateStats --section ComputeWorkloadAnalysis build/vecattn-bench --seq 16384 \
+        --sparsity "" --causal --samples 1 >"$out/ncu.txt" 2>&1
+    grep -E "Duration|Compute \(SM\) Throughput|Issue Slots Busy|Issued Warp|No Eligible|Warp Cycles Per Issued|Executed Ipc A" \
+        "$out/ncu.txt" | head -12)
     mark done
 }
 
