@@ -14,7 +14,8 @@
 #     in $OUT: ab.log, ab.csv (vecattn-bench's columns after the version), anchors.csv,
 #     ctest.log, ncu.txt.
 # Knobs (run): CAND (default: the last version), DEADLINE (seconds after which no new step
-# starts, default 520), SAMPLES (default 8).
+# starts, default 520), SAMPLES (default 8), TILES (attention tile sets to time the
+# candidate's dense mode with, ";"-separated; default: 4 producer warps instead of 8).
 set -uo pipefail
 
 pack() {
@@ -78,6 +79,13 @@ run() {
     for t in $trees; do bench "$t" --seq 16384,32768 --sparsity "" --causal; done
     collect
     mark "quick A/B"
+    local tiles  # the candidate's dense mode with other attention tile sets (";"-separated)
+    IFS=';' read -ra tiles <<<"${TILES:-impl=2,block_m=128,block_n=128,warps=12,ctas_per_sm=1}"
+    for t in "${tiles[@]}"; do
+        echo "tiles $t:"
+        VECATTN_TILES_ATTENTION="$t" bench "$cand" --seq 16384,32768 --sparsity "" --causal
+    done
+    mark tiles
     (cd "/tmp/ab-$cand" && VECATTN_CACHE=/tmp/ab-tests.db timeout 150 ctest --test-dir build -L gpu -j 4 \
         --timeout 140 >"$out/ctest.log" 2>&1
     grep -E "tests passed|tests failed|\*\*\*|Failed|Passed" "$out/ctest.log" | tail -12)
@@ -119,5 +127,5 @@ run() {
 case "${1:-}" in
 pack) shift; pack "$@" ;;
 run) run ;;
-*) sed -n '2,17p' "$0"; exit 2 ;;
+*) sed -n '2,18p' "$0"; exit 2 ;;
 esac
