@@ -90,12 +90,9 @@ run() {
         --timeout 140 >"$out/ctest.log" 2>&1
     grep -E "tests passed|tests failed|\*\*\*|Failed|Passed" "$out/ctest.log" | tail -12)
     mark "tests of $cand"
-    for t in test_gpu_attention test_gpu_select; do
-        time_left 60 || break
-        VECATTN_CACHE="/tmp/ab-$cand.db" VECATTN_TEST_QUICK=1 timeout 100 compute-sanitizer --tool memcheck \
-            --error-exitcode 9 "/tmp/ab-$cand/build/tests/$t" >"/tmp/sanitizer-$t.log" 2>&1
-        echo "compute-sanitizer $cand $t: rc=$? $(grep 'ERROR SUMMARY' "/tmp/sanitizer-$t.log" | tail -1)"
-    done
+    # run-device.sh's sanitizer step (memcheck over the GPU tests) on the candidate's build
+    time_left 60 && (cd "/tmp/ab-$cand" && VECATTN_CACHE="/tmp/ab-$cand.db" OUT=/tmp/ab-sanitizer BUILD=build \
+        STEPS=sanitize timeout 200 bash "$root/bench/run-device.sh")
     mark sanitizer
     for t in $trees; do
         time_left 60 || break

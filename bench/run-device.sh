@@ -6,7 +6,7 @@
 #   source .deps/use-deps.sh && bash bench/run-device.sh            # everything
 #   STEPS="build bench" BENCH_SEQS=16384,32768 bash bench/run-device.sh
 #
-# Knobs: STEPS (build test sanitize cache sweep bench), BENCH_SEQS, BENCH_SPARSITY, BENCH_SHAPES
+# Knobs: STEPS (build test sanitize cache sweep bench), BUILD (build folder), BENCH_SEQS, BENCH_SPARSITY, BENCH_SHAPES
 # (";"-separated vecattn-bench flag sets), SAMPLES, SWEEP_TILES (";"-separated attention tile
 # sets that the sweep step times one after another with VECATTN_TILES_ATTENTION).
 set -uo pipefail
@@ -16,7 +16,7 @@ BENCH_SEQS=${BENCH_SEQS:-16384,32768}
 BENCH_SPARSITY=${BENCH_SPARSITY:-0.8}
 BENCH_SHAPES=${BENCH_SHAPES:-"--causal;--non-causal"}
 SAMPLES=${SAMPLES:-15}
-BUILD=build-device
+BUILD=${BUILD:-build-device}
 mkdir -p "$OUT"
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 status=0
