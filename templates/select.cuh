@@ -63,7 +63,12 @@ __device__ __forceinline__ void pool_rows(const vecattn_problem &pb, const elem_
                 const uint4 x = __ldg((const uint4 *)(src + (long long)t * pb.q_stride_s));
                 const unsigned w[4] = {x.x, x.y, x.z, x.w};
 #pragma unroll
-                for (int e = 0; e < 8; ++e) sum[e] += to_float<BF16>((elem_t)(w[e >> 1] >> (16 * (e & 1))));
+                for (int e2 = 0; e2 < 4; ++e2) {
+                    float lo, hi;
+                    unpack2<BF16>(w[e2], lo, hi);
+                    sum[2 * e2] += lo;
+                    sum[2 * e2 + 1] += hi;
+                }
             }
             unsigned out[4];
 #pragma unroll
