@@ -203,7 +203,8 @@ static void emit_entry_points(strbuf *sb, const va_kernel_spec *s) {
             int producer_regs, consumer_regs;
             ws_registers(s, &producer_regs, &consumer_regs);
             sb_printf(sb,
-                      "extern \"C\" __global__ void __launch_bounds__(%s) attention(const vecattn_attn_params p) {\n"
+                      /* __grid_constant__: the TMA reads its descriptors where the parameter lies */
+                      "extern \"C\" __global__ void __launch_bounds__(%s) attention(const __grid_constant__ vecattn_attn_params p) {\n"
                       "    vecattn::attention_ws_body<%d, %d, %d, %d, %d, %d, %d, %d, %s, %s>(p);\n}\n",
                       bounds, s->head_dim, s->pq, s->block_m / 64, s->block_n, va_spec_producer_warps(s),
                       va_spec_stages(s),

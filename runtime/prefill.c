@@ -155,6 +155,7 @@ static vecattn_status launch_attention(vecattn_ctx *ctx, const kernels *kn, cons
     }
     ap.scale_log2 = ap.pb.scale * 1.4426950408889634f;
     const va_kernel_spec *s = &kn->attn_spec;
+    if (s->impl == 2) va_encode_kv_maps(a, s->block_n, &ap);
     unsigned gx = (unsigned)(qb_count * (s->pq / s->block_m));
     return va_launch(ctx, kn->attention, gx, (unsigned)a->heads_q, (unsigned)a->batch,
                      (unsigned)va_spec_threads(s), va_spec_smem_bytes(s), stream, &ap, sizeof ap);

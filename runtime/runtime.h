@@ -25,6 +25,12 @@ vecattn_status va_driver_load(char *msg, size_t msg_size);
 /* The driver's name for an error code ("CUDA_ERROR_OUT_OF_MEMORY"), never NULL. */
 const char *va_cu_error_name(CUresult r);
 
+/* TMA descriptors of a problem's K and V for the warp-specialized attention kernel (boxes of
+** 64 columns x block_n rows); sets ap->tma to 1, or to 0 where the driver refuses the layout
+** (the kernel then gathers every step). Returns ap->tma. */
+struct vecattn_attn_params;
+int va_encode_kv_maps(const vecattn_prefill_args *a, int block_n, struct vecattn_attn_params *ap);
+
 /* ---- NVRTC -------------------------------------------------------------------------- */
 
 /* Compile generated source to a CUBIN. On VECATTN_E_NVRTC, *log_out (malloc'ed, may be

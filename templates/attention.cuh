@@ -50,6 +50,14 @@ struct KeySet {
         v -= len1;
         return v < count && !is_mask() ? list[v] : -1;
     }
+    // The first position of virtual keys [v, v + n) when all n are consecutive rows of one
+    // forced range (a TMA box can load them), else -1. A step that runs past the key set is
+    // gathered: its rows after the set are then zeros, not keys whose V might not be finite.
+    __device__ __forceinline__ int run_at(int v, int n) const {
+        if (v + n <= len0) return a0 + v;
+        if (v >= len0 && v + n <= len0 + len1) return a1 + v - len0;
+        return -1;
+    }
 };
 
 // Where warp 0 stands in a bit mask: lane l holds word `base + l` of the current window of 32

@@ -42,6 +42,21 @@ __device__ __forceinline__ void mbar_arrive(unsigned bar) {
 __device__ __forceinline__ void mbar_arrive_copies(unsigned bar) {
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
+// One arrival that also expects `bytes` more of asynchronous copies (TMA) in this phase.
+__device__ __forceinline__ void mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(bar),
+                 "r"(bytes)
+                 : "memory");
+}
+// TMA: the box at coordinates (c0, c1, c2, c3) of the tensor `map` describes (a generic
+// address of a __grid_constant__ parameter) into shared memory at dst; the bytes count
+// towards the transactions of mbarrier `bar`.
+__device__ __forceinline__ void tma_load_4d(unsigned dst, const void *map, int c0, int c1, int c2, int c3, unsigned bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+        "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+        : "memory");
+}
 // Wait (acquire) until the phase of parity `parity` has completed.
 __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
     unsigned done;
@@ -99,19 +114,21 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[32], unsigned long long da, 
         VA_WGMMA_SS("m64n64k16", "f16.f16", VA_D32, VA_ACC32(d), 34, 32, 33);
 }
 
+// One registers x shared-memory wgmma (B MN-major: transposed): D += A B, A the four
+// registers a[0..3] (operands %A0..%A3), B the descriptor db (%B).
+#define VA_WGMMA_RS(SHAPE, TYPES, DREGS, ACC, A0, A1, A2, A3, B)                                        \
+    asm volatile("wgmma.mma_async.sync.aligned." SHAPE ".f32." TYPES " " DREGS ", {%" #A0 ", %" #A1     \
+                 ", %" #A2 ", %" #A3 "}, %" #B ", 1, 1, 1, 1;\n"                                         \
+                 : ACC                                                                                  \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db))
+
 // d(64x64, fp32) += A(64x16, registers) * B(16x64, shared, MN-major: transposed).
 template <bool BF16>
 __device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned (&a)[4], unsigned long long db) {
     if (BF16)
-        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " VA_D32
-                     ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-                     : VA_ACC32(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+        VA_WGMMA_RS("m64n64k16", "bf16.bf16", VA_D32, VA_ACC32(d), 32, 33, 34, 35, 36);
     else
-        asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " VA_D32
-                     ", {%32, %33, %34, %35}, %36, 1, 1, 1, 1;\n"
-                     : VA_ACC32(d)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+        VA_WGMMA_RS("m64n64k16", "f16.f16", VA_D32, VA_ACC32(d), 32, 33, 34, 35, 36);
 }
 
 #define VA_ACC64(a)                                                                                    \
@@ -133,6 +150,16 @@ __device__ __forceinline__ void wgmma_ss128(float (&d)[64], unsigned long long d
         VA_WGMMA_SS("m64n128k16", "bf16.bf16", VA_D64, VA_ACC64(d), 66, 64, 65);
     else
         VA_WGMMA_SS("m64n128k16", "f16.f16", VA_D64, VA_ACC64(d), 66, 64, 65);
+}
+
+// d(64x128, fp32) += A(64x16, registers) * B(16x128, shared, MN-major: transposed). B spans
+// two 64-column slabs: the descriptor's leading byte offset is the distance between them.
+template <bool BF16>
+__device__ __forceinline__ void wgmma_rs128(float (&d)[64], const unsigned (&a)[4], unsigned long long db) {
+    if (BF16)
+        VA_WGMMA_RS("m64n128k16", "bf16.bf16", VA_D64, VA_ACC64(d), 64, 65, 66, 67, 68);
+    else
+        VA_WGMMA_RS("m64n128k16", "f16.f16", VA_D64, VA_ACC64(d), 64, 65, 66, 67, 68);
 }
 
 // A [DT][4] accumulator array viewed as the 32-register operand of one 64-column wgmma.
@@ -229,10 +256,10 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
         for (int kk = 0; kk < BN / 16; ++kk) {
             unsigned a[4];
             pack_p<BF16, NT>(s, kk, a);
-#pragma unroll
-            for (int half = 0; half < D / 64; ++half) {
-                unsigned v_addr = v_base + half * BN * 128 + kk * 2048;
-                wgmma_rs<BF16>(acc_slice<DT>(o, half * 8), a, smem_desc(v_addr, BN * 128, 1024));
+            if constexpr (D == 128) {  // one m64n128k16 over both slabs
+                wgmma_rs128<BF16>(*reinterpret_cast<float(*)[64]>(&o[0][0]), a, smem_desc(v_base + kk * 2048, BN * 128, 1024));
+            } else {
+                wgmma_rs<BF16>(acc_slice<DT>(o, 0), a, smem_desc(v_base + kk * 2048, BN * 128, 1024));
             }
         }
         wgmma_commit();
@@ -253,13 +280,42 @@ __device__ __forceinline__ void s_gemm(float (&sc)[BN / 8][4], unsigned long lon
 
 // O (+)= P V for one step of BN keys: P's A fragments in registers, V [keys][d] as the transposed B
 // operand (16 keys per k step = 2048 bytes; each 64-column half of D is one slab).
-template <int D, int BN, bool BF16>
+// WIDE (D 128): one m64n128k16 per k step covers both slabs (half the wgmmas of two
+// m64n64k16); it needs more registers than a CTA of two per SM leaves (ptxas C7602 at 80).
+template <int D, int BN, bool BF16, bool WIDE>
 __device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&pa)[BN / 16][4], unsigned v_tile) {
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk)
+    for (int kk = 0; kk < BN / 16; ++kk) {
+        if constexpr (WIDE && D == 128) {
+            wgmma_rs128<BF16>(*reinterpret_cast<float(*)[64]>(&o[0][0]), pa[kk], smem_desc(v_tile + kk * 2048, BN * 128, 1024));
+        } else {
 #pragma unroll
-        for (int half = 0; half < D / 64; ++half)
-            wgmma_rs<BF16>(acc_slice<D / 8>(o, half * 8), pa[kk], smem_desc(v_tile + half * BN * 128 + kk * 2048, BN * 128, 1024));
+            for (int half = 0; half < D / 64; ++half)
+                wgmma_rs<BF16>(acc_slice<D / 8>(o, half * 8), pa[kk], smem_desc(v_tile + half * BN * 128 + kk * 2048, BN * 128, 1024));
+        }
+    }
+}
+
+// The producers' gather of BN rows into a stage (impl 2): as gather_rows_by, with a fixed trip
+// count (tid / RC < ROWS_PER_PASS: no bound test per row), the -1 rows clamped to row 0 and
+// read with source size 0 (zeros), and one unsigned 32x32->64 multiply-add per row address.
+template <int D, int BN, int THREADS>
+__device__ __forceinline__ void gather_stage(int tid, const elem_t *src, int stride_s, const int *pos, unsigned dst) {
+    constexpr int RC = D / 8, ROWS_PER_PASS = THREADS / RC;
+    static_assert(THREADS % RC == 0 && BN % ROWS_PER_PASS == 0, "passes cover whole rows");
+    const int piece = tid % RC, row0 = tid / RC;
+    const char *base = (const char *)(src + piece * 8);
+    const unsigned row_bytes = (unsigned)stride_s * 2u;  // below 2^32: checked on the host
+    // rows row0 + k ROWS_PER_PASS share row0's swizzle when ROWS_PER_PASS % 8 == 0
+    const unsigned to = dst + tile_offset<RC, BN, true>(row0, piece);
+#pragma unroll
+    for (int it = 0; it < BN / ROWS_PER_PASS; ++it) {
+        const int row = row0 + it * ROWS_PER_PASS;
+        const int kp = pos[row];
+        const char *from = base + (unsigned long long)(unsigned)max(kp, 0) * row_bytes;  // one wide multiply-add
+        const unsigned at = ROWS_PER_PASS % 8 == 0 ? to + it * ROWS_PER_PASS * 128 : dst + tile_offset<RC, BN, true>(row, piece);
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at), "l"(from), "r"(kp >= 0 ? 16 : 0));
+    }
 }
 
 // ---- the warp-specialized kernel (impl 2) --------------------------------------------------
@@ -339,12 +395,33 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
                 named_barrier_sync(2, PRODUCERS);
             else
                 __syncwarp();
+            const unsigned full_k = bars + 8 * s, full_v = bars_v + 8 * s;
+            const int run = p.tma ? keys.run_at(step * BN, BN) : -1;
+            if (run >= 0) {
+                // The step's keys are consecutive rows: thread 0 has the TMA load both tiles, one
+                // box per 64-column slab (rows past seq_k read as zeros).
+                // Its arrivals carry the byte counts; the others arrive with nothing to copy.
+                if (ptid == 0) {
+                    fence_proxy_async();  // the stage's last writes were generic-proxy copies
+                    mbar_arrive_expect_tx(full_k, KV_BYTES);
+#pragma unroll
+                    for (int c = 0; c < D / 64; ++c)
+                        tma_load_4d(k_base + s * KV_BYTES + c * BN * 128, &p.tma_k, c * 64, run, hk, b, full_k);
+                    mbar_arrive_expect_tx(full_v, KV_BYTES);
+#pragma unroll
+                    for (int c = 0; c < D / 64; ++c)
+                        tma_load_4d(v_base + s * KV_BYTES + c * BN * 128, &p.tma_v, c * 64, run, hk, b, full_v);
+                }
+                mbar_arrive(full_k);
+                if (ptid != 0) mbar_arrive(full_v);
+                continue;
+            }
             // one release for all positions and flags: the barrier above ordered them first
-            if (ptid == 0) mbar_arrive(bars + 8 * s);
-            gather_rows_by<D, BN, PRODUCERS, true>(ptid, k, k_stride, pos, k_base + s * KV_BYTES);
-            mbar_arrive_copies(bars + 8 * s);
-            gather_rows_by<D, BN, PRODUCERS, true>(ptid, v, v_stride, pos, v_base + s * KV_BYTES);
-            mbar_arrive_copies(bars_v + 8 * s);
+            if (ptid == 0) mbar_arrive(full_k);
+            gather_stage<D, BN, PRODUCERS>(ptid, k, k_stride, pos, k_base + s * KV_BYTES);
+            mbar_arrive_copies(full_k);
+            gather_stage<D, BN, PRODUCERS>(ptid, v, v_stride, pos, v_base + s * KV_BYTES);
+            mbar_arrive_copies(full_v);
         }
         asm volatile("cp.async.wait_all;\n" ::: "memory");
         return;
@@ -402,7 +479,10 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         if (NC == 2) named_barrier_arrive(3 + (wg ^ 1), 2 * 128);
     };
     if (NC == 2 && wg == 1 && steps > 0) named_barrier_arrive(3, 2 * 128);
-    auto wait_v = [&](int step) { mbar_wait(bars_v + 8 * (step % STAGES), (step / STAGES) & 1); };
+    auto wait_v = [&](int step) {
+        mbar_wait(bars_v + 8 * (step % STAGES), (step / STAGES) & 1);
+        fence_proxy_async();  // gathered V rows are generic-proxy copies; the fence in issue_s may precede them
+    };
     float sc[NT][4], scale_old[2];
     if (steps > 0) {
         my_turn();
@@ -427,7 +507,7 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         issue_s(sc, step + 1);
         wait_v(step);
         wgmma_fence();
-        pv_gemm<D, BN, BF16>(o, pa, v_base + (step % STAGES) * KV_BYTES);
+        pv_gemm<D, BN, BF16, NC == 2>(o, pa, v_base + (step % STAGES) * KV_BYTES);
         wgmma_commit();
         pass_turn();
         wgmma_wait<1>();  // S(step + 1); P V(step) may still run
@@ -445,7 +525,7 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
         my_turn();
         wait_v(steps - 1);
         wgmma_fence();
-        pv_gemm<D, BN, BF16>(o, pa, v_base + ((steps - 1) % STAGES) * KV_BYTES);
+        pv_gemm<D, BN, BF16, NC == 2>(o, pa, v_base + ((steps - 1) % STAGES) * KV_BYTES);
         wgmma_commit();
         pass_turn();
         wgmma_wait<0>();

@@ -62,6 +62,17 @@ typedef struct vecattn_scan_params {
 #define VECATTN_KEYS_RANGES 1   /* forced ranges from memory, plus the index lists */
 #define VECATTN_KEYS_DENSE 2    /* every key (causal: up to the row's position) */
 
+/* A TMA descriptor (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned), encoded on
+** the host by cuTensorMapEncodeTiled. */
+#ifdef __cplusplus
+#define VECATTN_ALIGN64 alignas(64)
+#else
+#define VECATTN_ALIGN64 _Alignas(64)
+#endif
+typedef struct vecattn_tensor_map {
+    VECATTN_ALIGN64 unsigned long long opaque[16];
+} vecattn_tensor_map;
+
 typedef struct vecattn_attn_params {
     vecattn_problem pb;
     void *o;
@@ -80,6 +91,11 @@ typedef struct vecattn_attn_params {
                                (row, piece) as above; offsets and indices are unused */
     long long mask_words;
     float scale_log2;       /* scale * log2(e) */
+    int tma;                /* 1: tma_k and tma_v hold K and V ([batch][heads_kv][seq_k][D], boxes
+                               of 64 columns x block_n rows, 128-byte swizzle); the
+                               warp-specialized kernel (sm_90) loads a step whose keys are one
+                               run of consecutive rows with them; 0: every step is gathered */
+    vecattn_tensor_map tma_k, tma_v;
 } vecattn_attn_params;
 
 #endif /* VECATTN_PARAMS_H */
