@@ -15,7 +15,9 @@
 #     ctest.log, ncu.txt.
 # Knobs (run): CAND (default: the last version), DEADLINE (seconds after which no new step
 # starts, default 520), SAMPLES (default 8), TILES (attention tile sets to time the
-# candidate's dense mode with, ";"-separated; default: 4 producer warps instead of 8).
+# candidate's dense mode with, ";"-separated; default: 4 producer warps instead of 8), EXPLORE
+# (more runs of the candidate after the non-causal step: "tiles|vecattn-bench flags;...", the
+# tiles given to VECATTN_TILES_ATTENTION, empty for the defaults).
 set -uo pipefail
 
 pack() {
@@ -104,6 +106,16 @@ run() {
     for t in $trees; do time_left 30 && bench "$t" --seq 32768 --sparsity "" --non-causal; done
     collect
     mark non-causal
+    local runs run  # EXPLORE: the candidate with other tiles and flags ("tiles|flags;...", tiles may be empty)
+    IFS=';' read -ra runs <<<"${EXPLORE:-}"
+    for run in "${runs[@]}"; do
+        time_left 60 || break
+        echo "explore ${run%%|*} | ${run#*|}:"
+        # shellcheck disable=SC2086 # the flags are words
+        VECATTN_TILES_ATTENTION="${run%%|*}" bench "$cand" ${run#*|}
+    done
+    collect
+    mark explore
     time_left 40 && (cd "/tmp/ab-$cand" && timeout 60 python3 bench/anchors.py --seq 16384,32768 --causal \
         --samples "$samples" --csv "$out/anchors.csv" && timeout 30 python3 bench/anchors.py --seq 32768 \
         --samples "$samples" --impl cudnn --csv "$out/anchors.csv")
