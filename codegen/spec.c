@@ -90,7 +90,9 @@ size_t va_spec_smem_bytes(const va_kernel_spec *s) {
     size_t d = (size_t)s->head_dim;
     if (s->kind == VA_KERNEL_SELECT) {
         size_t kc = (size_t)select_key_chunk(s), rows = (size_t)s->select_rows;
-        return rows * d * 2 + 2 * kc * d * 2;  /* pooled queries, two key buffers */
+        /* pooled queries (then key buffer 2), two more key buffers: select.cuh's SelectShape */
+        size_t q_bytes = rows * d * 2, k_bytes = kc * d * 2;
+        return (q_bytes > k_bytes ? q_bytes : k_bytes) + 2 * k_bytes;
     }
     size_t bm = (size_t)s->block_m, bn = (size_t)s->block_n;
     if (s->impl == 2) { /* Q | K stages | V stages | positions, flags | 3 mbarriers per stage */

@@ -3,8 +3,9 @@
 // ascending order. Semantics: shared/spec/vector-sparse-attention.md.
 //
 // One CTA takes ROWS pooled query rows of one (batch, head), one warp per 16 rows, and walks
-// the keys in chunks of KC keys (whole Bk slices), double-buffered with 16-byte cp.async into
-// swizzled tiles. Per chunk each warp computes the scores of its 16 rows x KC keys on the
+// the keys in chunks of KC keys (whole Bk slices), loaded two chunks ahead with 16-byte
+// cp.async into three swizzled tiles (one CTA barrier per chunk; the third tile is the pooled
+// queries' once they sit in registers: the kernel waits on L2 latency, not on bandwidth). Per chunk each warp computes the scores of its 16 rows x KC keys on the
 // tensor cores (mma.sync m16n8k16, fp32 accumulation; the pooled queries are dtype numbers,
 // so they are exact A operands) and applies the rule straight from the accumulators: a quad
 // of lanes holds one row's keys, so a slice's max is a few register maxima and two shuffles,
@@ -34,7 +35,13 @@ struct SelectShape {
     static constexpr int NT = KC / 8;                    // n8 tiles per chunk
     static constexpr int SLICE_TILES = BK / 8;           // n8 tiles per slice
     static constexpr int Q_BYTES = ROWS * D * 2;
-    static constexpr int K_BYTES = KC * D * 2;           // one of the two key buffers
+    static constexpr int K_BYTES = KC * D * 2;           // one of the three key buffers
+    // key buffer 2 reuses the pooled-query tile, which is dead once in registers
+    static constexpr int A_BYTES = Q_BYTES > K_BYTES ? Q_BYTES : K_BYTES;
+    static constexpr int SMEM = A_BYTES + 2 * K_BYTES;
+    __device__ static unsigned char *key_buffer(unsigned char *smem, int b) {
+        return b == 2 ? smem : smem + A_BYTES + b * K_BYTES;
+    }
 };
 
 // Pooled, scaled queries of the CTA's rows into the swizzled dtype tile q_tile[ROWS][D]:
@@ -215,8 +222,7 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     using S = SelectShape<D, BK, ROWS>;
     static_assert(ROWS == 16 || ROWS == 32 || ROWS == 64 || ROWS == 128, "16, 32, 64 or 128 pooled rows per CTA");
     extern __shared__ __align__(128) unsigned char smem[];
-    unsigned char *q_tile = smem;
-    unsigned char *k_bufs = smem + S::Q_BYTES;  // two key buffers of K_BYTES
+    unsigned char *q_tile = smem;  // until its rows are in registers; then key buffer 2
 
     const vecattn_problem &pb = p.pb;
     const int h = blockIdx.y, b = blockIdx.z;
@@ -247,7 +253,9 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     const int c_first = (lo / S::KC) * S::KC;
     const int chunks = hi > c_first ? (hi - c_first + S::KC - 1) / S::KC : 0;
 
-    if (chunks > 0) load_key_chunk<D, S::KC, S::THREADS>(k, pb.k_stride_s, c_first, pb.seq_k, k_bufs);
+    // chunks 0 and 1 load while the queries are pooled; chunk c goes to buffer c % 3
+    for (int c = 0; c < 2 && c < chunks; ++c)
+        load_key_chunk<D, S::KC, S::THREADS>(k, pb.k_stride_s, c_first + c * S::KC, pb.seq_k, S::key_buffer(smem, c));
     pool_rows<D, PQ, BF16, ROWS, S::THREADS>(pb, q, row0, nrows, q_tile);
     __syncthreads();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
@@ -296,17 +304,19 @@ __device__ __forceinline__ void select_body(const vecattn_select_params &p) {
     int tile = -1;
     for (int ci = 0; ci < chunks; ++ci) {
         const int c0 = c_first + ci * S::KC;
-        if (ci + 1 < chunks) {
-            load_key_chunk<D, S::KC, S::THREADS>(k, pb.k_stride_s, c0 + S::KC, pb.seq_k,
-                                                 k_bufs + ((ci + 1) & 1) * S::K_BYTES);
+        // the groups in flight: chunks ci and, if it exists, ci + 1
+        if (ci + 1 < chunks)
             cp_async_wait<1>();
-        } else {
+        else
             cp_async_wait<0>();
-        }
-        __syncthreads();  // chunk ci landed for every warp
+        // chunk ci landed for every warp, and every warp is done with chunk ci - 1 (at ci = 0:
+        // with the pooled queries), whose buffer chunk ci + 2 takes
+        __syncthreads();
+        if (ci + 2 < chunks)
+            load_key_chunk<D, S::KC, S::THREADS>(k, pb.k_stride_s, c0 + 2 * S::KC, pb.seq_k,
+                                                 S::key_buffer(smem, (ci + 2) % 3));
         float acc[S::NT][4];
-        score_chunk<D, S::KC, BF16>(qf, smem_addr(k_bufs + (ci & 1) * S::K_BYTES), acc);
-        __syncthreads();  // every warp read chunk ci: its buffer may be refilled
+        score_chunk<D, S::KC, BF16>(qf, smem_addr(S::key_buffer(smem, ci % 3)), acc);
         // (the list passes test every chunk: two code paths there cost registers, 128 at most)
         const bool edge = MODE != SELECT_MASK || c0 < lo || c0 + S::KC > warp_hi;
         select_chunk<S::KC, BK, GK, MODE>(acc, c0, edge, gap, tile, st, p);
