@@ -158,6 +158,10 @@ static vecattn_status validate_attention(const va_kernel_spec *s, char *msg, siz
                        "+ 1, 2, 4 or 8 (a warpgroup per 64 rows and the producer warps), block_n 64 (or 128 with "
                        "block_m 128), q_in_smem 0 and pq >= block_m");
         if (s->ctas_per_sm < 0 || s->ctas_per_sm > 2) return BAD("ctas_per_sm %d is not in 0..2", s->ctas_per_sm);
+        /* its K/V ring takes most of an SM's shared memory, and at two CTAs ptxas finds 64-102
+        ** registers a thread: too few for the wgmmas (C7602) or only serialized (C7512) */
+        if (s->block_m == 128 && s->ctas_per_sm == 2)
+            return BAD("impl 2 with block_m 128 (two consumer warpgroups) runs one CTA per SM: ctas_per_sm 0 or 1");
         if (producer_warps % 4 == 0 && s->ctas_per_sm == 0)
             return BAD("impl 2 with whole producer warpgroups needs ctas_per_sm 1 or 2: the register split "
                        "(setmaxnreg) is computed from the launch bound");

@@ -87,6 +87,10 @@ static void check_validation(void) {
     CHECK(s.block_m == 32, "default block_m for pq 32 is %d", s.block_m);
     bad = s, bad.block_m = 64, expect_invalid(&bad, "block_m");
     bad = s, bad.block_n = 48, expect_invalid(&bad, "block_n");
+    /* two consumer warpgroups at two CTAs per SM: ptxas fails (C7602), so validation refuses it */
+    va_spec_default_attention(&s, 90, VECATTN_BF16, 128, 1, 128);
+    CHECK(s.impl == 2 && s.block_m == 128, "sm_90a pq 128 default is impl %d, block_m %d", s.impl, s.block_m);
+    bad = s, bad.ctas_per_sm = 2, expect_invalid(&bad, "ctas_per_sm");
 }
 
 static void check_templates_embedded(void) {
