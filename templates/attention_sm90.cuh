@@ -168,6 +168,21 @@ __device__ __forceinline__ float (&acc_slice(float (&o)[DT][4], int j0))[32] {
     return *reinterpret_cast<float(*)[32]>(&o[j0][0]);
 }
 
+// O (+)= P V for k step kk (16 keys) of a step of BN keys: P's A fragment a in registers, V
+// [keys][d] as the transposed B operand (16 keys per k step = 2048 bytes; each 64-column half
+// of D is one slab). WIDE (D 128): one m64n128k16 covers both slabs (half the wgmmas of two
+// m64n64k16); it needs more registers than a CTA of two per SM leaves (ptxas C7602 at 80).
+template <int D, int BN, bool BF16, bool WIDE>
+__device__ __forceinline__ void pv_kstep(float (&o)[D / 8][4], const unsigned (&a)[4], unsigned v_tile, int kk) {
+    if constexpr (WIDE && D == 128) {
+        wgmma_rs128<BF16>(*reinterpret_cast<float(*)[64]>(&o[0][0]), a, smem_desc(v_tile + kk * 2048, BN * 128, 1024));
+    } else {
+#pragma unroll
+        for (int half = 0; half < D / 64; ++half)
+            wgmma_rs<BF16>(acc_slice<D / 8>(o, half * 8), a, smem_desc(v_tile + half * BN * 128 + kk * 2048, BN * 128, 1024));
+    }
+}
+
 template <int D, int PQ, int WGS, bool CAUSAL, bool BF16>
 __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p) {
     constexpr int BM = 64 * WGS, BN = 64, THREADS = 128 * WGS;
@@ -249,18 +264,13 @@ __device__ __forceinline__ void attention_sm90_body(const vecattn_attn_params &p
         need_mask = __syncthreads_or(next_mask);  // V(step) landed; K(step) no longer read
         if (step + 1 < steps) gather_rows<D, BN, THREADS, true>(k, k_stride, pos_next, k_base);
 
-        // O += P V: V is [keys][d] (d contiguous), the transposed B operand; 16 keys per k
-        // step = 2048 bytes; each 64-column half of D is one slab
+        // O += P V, each k step's P fragment packed just before its wgmma
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
             unsigned a[4];
             pack_p<BF16, NT>(s, kk, a);
-            if constexpr (D == 128) {  // one m64n128k16 over both slabs
-                wgmma_rs128<BF16>(*reinterpret_cast<float(*)[64]>(&o[0][0]), a, smem_desc(v_base + kk * 2048, BN * 128, 1024));
-            } else {
-                wgmma_rs<BF16>(acc_slice<DT>(o, 0), a, smem_desc(v_base + kk * 2048, BN * 128, 1024));
-            }
+            pv_kstep<D, BN, BF16, true>(o, a, v_base, kk);
         }
         wgmma_commit();
         wgmma_wait_all();
@@ -278,22 +288,11 @@ __device__ __forceinline__ void s_gemm(float (&sc)[BN / 8][4], unsigned long lon
         wgmma_ss128<BF16>(*reinterpret_cast<float(*)[64]>(&sc[0][0]), dq, dk, accumulate);
 }
 
-// O (+)= P V for one step of BN keys: P's A fragments in registers, V [keys][d] as the transposed B
-// operand (16 keys per k step = 2048 bytes; each 64-column half of D is one slab).
-// WIDE (D 128): one m64n128k16 per k step covers both slabs (half the wgmmas of two
-// m64n64k16); it needs more registers than a CTA of two per SM leaves (ptxas C7602 at 80).
+// O (+)= P V for one step of BN keys, P's A fragments packed beforehand (see pv_kstep).
 template <int D, int BN, bool BF16, bool WIDE>
 __device__ __forceinline__ void pv_gemm(float (&o)[D / 8][4], const unsigned (&pa)[BN / 16][4], unsigned v_tile) {
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-        if constexpr (WIDE && D == 128) {
-            wgmma_rs128<BF16>(*reinterpret_cast<float(*)[64]>(&o[0][0]), pa[kk], smem_desc(v_tile + kk * 2048, BN * 128, 1024));
-        } else {
-#pragma unroll
-            for (int half = 0; half < D / 64; ++half)
-                wgmma_rs<BF16>(acc_slice<D / 8>(o, half * 8), pa[kk], smem_desc(v_tile + half * BN * 128 + kk * 2048, BN * 128, 1024));
-        }
-    }
+    for (int kk = 0; kk < BN / 16; ++kk) pv_kstep<D, BN, BF16, WIDE>(o, pa[kk], v_tile, kk);
 }
 
 // The producers' gather of BN rows into a stage (impl 2): as gather_rows_by, with a fixed trip
@@ -401,16 +400,15 @@ __device__ __forceinline__ void attention_ws_body(const vecattn_attn_params &p) 
                 // The step's keys are consecutive rows: thread 0 has the TMA load both tiles, one
                 // box per 64-column slab (rows past seq_k read as zeros).
                 // Its arrivals carry the byte counts; the others arrive with nothing to copy.
+                auto tma_tile = [&](unsigned tile, const vecattn_tensor_map *map, unsigned bar) {
+                    mbar_arrive_expect_tx(bar, KV_BYTES);
+#pragma unroll
+                    for (int c = 0; c < D / 64; ++c) tma_load_4d(tile + c * BN * 128, map, c * 64, run, hk, b, bar);
+                };
                 if (ptid == 0) {
                     fence_proxy_async();  // the stage's last writes were generic-proxy copies
-                    mbar_arrive_expect_tx(full_k, KV_BYTES);
-#pragma unroll
-                    for (int c = 0; c < D / 64; ++c)
-                        tma_load_4d(k_base + s * KV_BYTES + c * BN * 128, &p.tma_k, c * 64, run, hk, b, full_k);
-                    mbar_arrive_expect_tx(full_v, KV_BYTES);
-#pragma unroll
-                    for (int c = 0; c < D / 64; ++c)
-                        tma_load_4d(v_base + s * KV_BYTES + c * BN * 128, &p.tma_v, c * 64, run, hk, b, full_v);
+                    tma_tile(k_base + s * KV_BYTES, &p.tma_k, full_k);
+                    tma_tile(v_base + s * KV_BYTES, &p.tma_v, full_v);
                 }
                 mbar_arrive(full_k);
                 if (ptid != 0) mbar_arrive(full_v);
