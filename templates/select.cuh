@@ -5,9 +5,10 @@
 // One CTA takes ROWS pooled query rows of one (batch, head), one warp per 16 rows, and walks
 // the keys in chunks of KC keys (whole Bk slices), loaded two chunks ahead with 16-byte
 // cp.async into three swizzled tiles (one CTA barrier per chunk; the third tile is the pooled
-// queries' once they sit in registers: the kernel waits on L2 latency, not on bandwidth). Per chunk each warp computes the scores of its 16 rows x KC keys on the
-// tensor cores (mma.sync m16n8k16, fp32 accumulation; the pooled queries are dtype numbers,
-// so they are exact A operands) and applies the rule straight from the accumulators: a quad
+// queries' once they sit in registers: the kernel waits on L2 latency, not on bandwidth).
+// Per chunk each warp computes the scores of its 16 rows x KC keys on the tensor cores
+// (mma.sync m16n8k16, fp32 accumulation; the pooled queries are dtype numbers, so they are
+// exact A operands) and applies the rule straight from the accumulators: a quad
 // of lanes holds one row's keys, so a slice's max is a few register maxima and two shuffles,
 // the tile's running max lives in registers across chunks, and kept keys are numbered in key
 // order with two ballots per 8 keys. Every score is the same chain of mma over d whatever
